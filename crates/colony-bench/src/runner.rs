@@ -1,0 +1,303 @@
+//! Drives the clients: the load phase, closed-loop steps and open-loop
+//! (fixed-rate) steps. Every phase ends at its operation limit or its
+//! deadline, whichever comes first; every reply wait has a timeout.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::client::{Client, ClientConfig, Done, Outcome};
+use crate::stats::Stats;
+use crate::workload::{KeyChooser, Op, OpGenerator, Payload, Workload};
+
+/// Settings shared by every phase of a run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub client: Arc<ClientConfig>,
+    pub payload: Arc<Payload>,
+    pub workload: Workload,
+    pub keys: KeyChooser,
+    pub keyspace: u64,
+    pub clients: usize,
+    pub pipeline: usize,
+    pub requests: u64,
+    pub duration: Duration,
+    pub seed: u64,
+    pub progress: bool,
+}
+
+/// What one phase measured.
+#[derive(Debug, Clone)]
+pub struct PhaseResult {
+    /// Offered load for an open-loop step; `None` for closed loop and load.
+    pub rate: Option<f64>,
+    pub elapsed: Duration,
+    pub stats: Stats,
+    /// True when the deadline, not the operation limit, ended the phase.
+    pub hit_deadline: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    Closed,
+    /// Each client sends one op every `interval`, latency from the intended time.
+    Open {
+        interval: Duration,
+    },
+}
+
+/// Where a client's operations come from.
+enum Source {
+    Mixed(OpGenerator),
+    /// Key numbers handed out in order, so every key is written once.
+    Load(crate::workload::OpKind),
+}
+
+struct Shared {
+    claimed: AtomicU64,
+    done: AtomicU64,
+    limit: u64,
+    start: Instant,
+    deadline: Instant,
+}
+
+impl Shared {
+    /// Reserves up to `want` operations; returns the first index and the count.
+    fn claim(&self, want: u64) -> (u64, u64) {
+        let first = self.claimed.fetch_add(want, Ordering::Relaxed);
+        (first, want.min(self.limit.saturating_sub(first)))
+    }
+}
+
+/// Writes every key of the keyspace once with the workload's write command.
+pub async fn run_load(cfg: &Arc<BenchConfig>) -> anyhow::Result<PhaseResult> {
+    let op = cfg.workload.load_op();
+    drive(cfg, cfg.keyspace, Pace::Closed, None, |_| Source::Load(op)).await
+}
+
+/// One measured step: closed loop, or open loop at `rate` ops/s in total.
+pub async fn run_step(cfg: &Arc<BenchConfig>, rate: Option<f64>) -> anyhow::Result<PhaseResult> {
+    let pace = match rate {
+        Some(r) => Pace::Open {
+            interval: Duration::from_secs_f64(cfg.clients as f64 / r),
+        },
+        None => Pace::Closed,
+    };
+    let mix = cfg.workload.mix();
+    let source = |i: usize| {
+        let seed = cfg.seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        Source::Mixed(OpGenerator::new(mix, cfg.keys, seed))
+    };
+    drive(cfg, cfg.requests, pace, rate, source).await
+}
+
+async fn drive(
+    cfg: &Arc<BenchConfig>,
+    limit: u64,
+    pace: Pace,
+    rate: Option<f64>,
+    source: impl Fn(usize) -> Source,
+) -> anyhow::Result<PhaseResult> {
+    let clients = connect_clients(cfg).await?;
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        claimed: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        limit,
+        start,
+        deadline: start + cfg.duration,
+    });
+    let progress = cfg
+        .progress
+        .then(|| tokio::spawn(report_progress(shared.clone())));
+    let tasks: Vec<JoinHandle<(Stats, Instant)>> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, client)| {
+            let ctx = ClientTask {
+                shared: shared.clone(),
+                cfg: cfg.clone(),
+                index: i,
+                pace,
+                source: source(i),
+            };
+            tokio::spawn(ctx.run(client))
+        })
+        .collect();
+    let mut stats = Stats::default();
+    let mut finished = start;
+    for task in tasks {
+        let (client_stats, client_finished) = task.await.context("client task panicked")?;
+        stats.merge(&client_stats);
+        finished = finished.max(client_finished);
+    }
+    // Until the last client finished: merging histograms is not part of the run.
+    let elapsed = finished - start;
+    if let Some(p) = progress {
+        p.abort();
+        eprintln!();
+    }
+    Ok(PhaseResult {
+        rate,
+        elapsed,
+        hit_deadline: stats.completed() < limit,
+        stats,
+    })
+}
+
+/// Opens every client's connections before the clock starts.
+async fn connect_clients(cfg: &Arc<BenchConfig>) -> anyhow::Result<Vec<Client>> {
+    let mut clients = Vec::with_capacity(cfg.clients);
+    for _ in 0..cfg.clients {
+        let mut client = Client::new(cfg.client.clone(), cfg.payload.clone())
+            .await
+            .with_context(|| format!("preparing a client for {}", cfg.client.seed_addr))?;
+        client
+            .connect_all()
+            .await
+            .with_context(|| format!("connecting to {}", cfg.client.seed_addr))?;
+        clients.push(client);
+    }
+    Ok(clients)
+}
+
+struct ClientTask {
+    shared: Arc<Shared>,
+    cfg: Arc<BenchConfig>,
+    index: usize,
+    pace: Pace,
+    source: Source,
+}
+
+impl ClientTask {
+    /// Runs until the limit or deadline; returns what it saw and when it stopped.
+    async fn run(mut self, mut client: Client) -> (Stats, Instant) {
+        let mut stats = Stats::default();
+        let depth = self.cfg.pipeline.max(1);
+        let mut ops: Vec<Op> = Vec::with_capacity(depth);
+        let mut intended: Vec<Instant> = Vec::with_capacity(depth);
+        let mut done: Vec<Done> = Vec::with_capacity(depth);
+        // Open loop: stagger clients evenly across one interval.
+        let mut next = match self.pace {
+            Pace::Open { interval } => {
+                self.shared.start + interval.mul_f64(self.index as f64 / self.cfg.clients as f64)
+            }
+            Pace::Closed => self.shared.start,
+        };
+        loop {
+            ops.clear();
+            intended.clear();
+            let filled = match self.pace {
+                Pace::Closed => self.fill_closed(&mut ops, &mut intended, depth),
+                Pace::Open { interval } => {
+                    self.fill_open(&mut ops, &mut intended, depth, &mut next, interval)
+                        .await
+                }
+            };
+            if !filled {
+                break;
+            }
+            client.execute(&ops, &mut done).await;
+            record(&mut stats, &ops, &intended, &done);
+            self.shared
+                .done
+                .fetch_add(ops.len() as u64, Ordering::Relaxed);
+        }
+        let finished = Instant::now();
+        stats.redirects = client.redirects;
+        (stats, finished)
+    }
+
+    /// Takes the next batch now; false once the limit or deadline is reached.
+    fn fill_closed(
+        &mut self,
+        ops: &mut Vec<Op>,
+        intended: &mut Vec<Instant>,
+        depth: usize,
+    ) -> bool {
+        let now = Instant::now();
+        if now >= self.shared.deadline {
+            return false;
+        }
+        let (first, n) = self.shared.claim(depth as u64);
+        for i in 0..n {
+            ops.push(self.next_op(first + i));
+            intended.push(now);
+        }
+        n > 0
+    }
+
+    /// Waits for the next scheduled op, then takes every op already due (up to
+    /// the pipeline depth). Latency will be measured from each op's slot.
+    async fn fill_open(
+        &mut self,
+        ops: &mut Vec<Op>,
+        intended: &mut Vec<Instant>,
+        depth: usize,
+        next: &mut Instant,
+        interval: Duration,
+    ) -> bool {
+        if *next >= self.shared.deadline {
+            return false;
+        }
+        let mut now = Instant::now();
+        if *next > now {
+            tokio::time::sleep_until(*next).await;
+            now = Instant::now();
+        }
+        while ops.len() < depth && *next <= now && *next < self.shared.deadline {
+            let (first, n) = self.shared.claim(1);
+            if n == 0 {
+                break;
+            }
+            ops.push(self.next_op(first));
+            intended.push(*next);
+            *next += interval;
+        }
+        !ops.is_empty()
+    }
+
+    fn next_op(&mut self, index: u64) -> Op {
+        match &mut self.source {
+            Source::Mixed(gen) => gen.next_op(),
+            Source::Load(kind) => Op {
+                kind: *kind,
+                key: index,
+                sub: 0,
+            },
+        }
+    }
+}
+
+fn record(stats: &mut Stats, ops: &[Op], intended: &[Instant], done: &[Done]) {
+    for ((op, start), d) in ops.iter().zip(intended).zip(done) {
+        match &d.outcome {
+            Outcome::Ok => stats.record_ok(op.kind, d.at.saturating_duration_since(*start)),
+            Outcome::Error(msg) => stats.record_error(op.kind, msg),
+            Outcome::Failed(kind) => stats.record_error(op.kind, kind),
+            Outcome::Pending => stats.record_error(op.kind, "io"),
+        }
+    }
+}
+
+/// Prints elapsed time, ops done and the last second's rate, about once a second.
+async fn report_progress(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let (mut last_ops, mut last_at) = (0u64, shared.start);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let ops = shared.done.load(Ordering::Relaxed);
+        let rate = ops.saturating_sub(last_ops) as f64 / (now - last_at).as_secs_f64().max(1e-6);
+        let elapsed = (now - shared.start).as_secs_f64();
+        eprint!("\r  {elapsed:6.1}s  {ops:>12} ops  {rate:>12.0} ops/s   ");
+        let _ = std::io::stderr().flush();
+        (last_ops, last_at) = (ops, now);
+    }
+}

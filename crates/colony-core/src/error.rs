@@ -1,0 +1,33 @@
+//! Errors of the distribution layer.
+
+use crate::PartitionId;
+
+/// What can go wrong when routing a request to a vnode.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum CoreError {
+    /// The vnode's mailbox is full: the node is saturated. Retry later.
+    #[error("partition {partition} is overloaded, retry later")]
+    Overloaded { partition: PartitionId },
+    /// The vnode crashed while handling the request (it is being restarted).
+    #[error("partition {partition} restarted while handling the request, retry")]
+    VnodeCrashed { partition: PartitionId },
+    /// The vnode is stopped (node shutting down, or restart budget exhausted).
+    #[error("partition {partition} is not running")]
+    VnodeStopped { partition: PartitionId },
+    /// No such partition on this ring.
+    #[error("partition {partition} is not on this ring of {ring_size}")]
+    NoSuchPartition {
+        partition: PartitionId,
+        ring_size: u16,
+    },
+    /// The ring size is not a power of two in the allowed range.
+    #[error("ring size {0} is invalid: it must be a power of two from 1 to 1024")]
+    InvalidRingSize(u32),
+}
+
+impl CoreError {
+    /// Whether the same request may succeed if sent again later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Overloaded { .. } | Self::VnodeCrashed { .. })
+    }
+}

@@ -1,0 +1,20 @@
+//! colony-core: the distribution layer every Colony service is built on.
+//!
+//! Owns node identity, key hashing and partitioning, the ring (which node owns
+//! which partition, and the claim that decides it), and the vnode runtime: one
+//! task per partition with a bounded mailbox, supervised and restarted when it
+//! panics. Later it owns membership, cluster RPC and handoff too.
+//!
+//! It knows nothing of values, Redis or HTTP: a service (the KV store is the
+//! first) plugs in by implementing [`vnode::Vnode`].
+
+pub mod error;
+pub mod id;
+pub mod partition;
+pub mod ring;
+pub mod vnode;
+
+pub use error::CoreError;
+pub use id::{NodeId, PartitionId, RingVersion};
+pub use partition::{key_hash, Partitioner};
+pub use ring::Ring;

@@ -1,0 +1,332 @@
+//! The vnode runtime: one task per partition, a bounded mailbox, supervision.
+//!
+//! A service implements [`Vnode`] for the state of one partition. The runtime
+//! gives every partition its own task, so requests for one partition are
+//! applied one at a time, in arrival order: a vnode needs no locks, and a
+//! read-modify-write on a key is atomic by construction.
+//!
+//! Requests are taken from the mailbox in batches. Each is handled, then the
+//! vnode's [`Vnode::commit`] runs once for the whole batch (group commit: one
+//! fsync for many writes), and only then are the replies sent. A reply is
+//! therefore never seen before the write it reports is as durable as the
+//! vnode promises.
+//!
+//! A panic inside `handle` is contained: that request's caller gets
+//! [`CoreError::VnodeCrashed`], the requests already handled in the batch are
+//! committed and answered, the rest wait, and the vnode is rebuilt from its
+//! factory after a back-off. Too many restarts in a window stop the vnode for
+//! good; its callers then get [`CoreError::VnodeStopped`].
+
+use crate::{CoreError, PartitionId};
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// The state of one partition of a service.
+pub trait Vnode: Send + 'static {
+    type Request: Send + 'static;
+    type Reply: Send + 'static;
+
+    /// Apply one request. Runs on the vnode's own task; must not block long.
+    fn handle(&mut self, request: Self::Request) -> Self::Reply;
+
+    /// Make the effects of the batch just handled durable. A failure may
+    /// rewrite `replies` into errors before they are sent.
+    fn commit(&mut self, replies: &mut [Self::Reply]);
+
+    /// Periodic work (expiry, compaction of metadata, …).
+    fn tick(&mut self, _now: Instant) {}
+
+    /// Called once when the vnode stops cleanly.
+    fn shutdown(&mut self) {}
+}
+
+/// Builds (and rebuilds, after a crash) the vnode of a partition.
+pub trait VnodeFactory<V>: Send + Sync + 'static {
+    fn build(&self, partition: PartitionId) -> Result<V, String>;
+}
+
+impl<V, F> VnodeFactory<V> for F
+where
+    F: Fn(PartitionId) -> Result<V, String> + Send + Sync + 'static,
+{
+    fn build(&self, partition: PartitionId) -> Result<V, String> {
+        self(partition)
+    }
+}
+
+/// Settings of the vnode runtime.
+#[derive(Debug, Clone)]
+pub struct VnodeConfig {
+    /// Requests that may wait in one vnode's mailbox; beyond it, callers are
+    /// told [`CoreError::Overloaded`] at once.
+    pub mailbox_capacity: usize,
+    /// Most requests handled per group commit.
+    pub max_batch: usize,
+    pub tick_interval: Duration,
+    /// Restarts allowed within `restart_window` before the vnode stops.
+    pub restart_budget: u32,
+    pub restart_window: Duration,
+}
+
+impl Default for VnodeConfig {
+    fn default() -> Self {
+        Self {
+            mailbox_capacity: 4096,
+            max_batch: 256,
+            tick_interval: Duration::from_millis(100),
+            restart_budget: 5,
+            restart_window: Duration::from_secs(60),
+        }
+    }
+}
+
+struct Envelope<V: Vnode> {
+    request: V::Request,
+    reply: oneshot::Sender<V::Reply>,
+}
+
+/// A running vnode's API: send it requests, await replies.
+pub struct VnodeHandle<V: Vnode> {
+    partition: PartitionId,
+    tx: mpsc::Sender<Envelope<V>>,
+}
+
+impl<V: Vnode> Clone for VnodeHandle<V> {
+    fn clone(&self) -> Self {
+        Self {
+            partition: self.partition,
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<V: Vnode> VnodeHandle<V> {
+    pub fn partition(&self) -> PartitionId {
+        self.partition
+    }
+
+    /// Send `request` and wait for its reply. Never waits for mailbox room.
+    pub async fn call(&self, request: V::Request) -> Result<V::Reply, CoreError> {
+        self.send(request)?.await
+    }
+
+    /// Put `request` in the mailbox now and return the reply to await.
+    /// Requests sent from one task reach the vnode in the order sent, which
+    /// is what lets a pipelined client run commands concurrently.
+    pub fn send(&self, request: V::Request) -> Result<ReplyFuture<V::Reply>, CoreError> {
+        let partition = self.partition;
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(Envelope { request, reply }) {
+            Ok(()) => Ok(ReplyFuture { partition, rx }),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("colony_vnode_overloaded_total").increment(1);
+                Err(CoreError::Overloaded { partition })
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(CoreError::VnodeStopped { partition }),
+        }
+    }
+
+    /// Requests waiting in the mailbox now.
+    pub fn queue_len(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// The reply to a request already in a vnode's mailbox.
+pub struct ReplyFuture<R> {
+    partition: PartitionId,
+    rx: oneshot::Receiver<R>,
+}
+
+impl<R> std::future::Future for ReplyFuture<R> {
+    type Output = Result<R, CoreError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let partition = self.partition;
+        std::pin::Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.map_err(|_| CoreError::VnodeCrashed { partition }))
+    }
+}
+
+/// All vnodes of one service on this node, indexed by partition.
+pub struct VnodeSet<V: Vnode> {
+    handles: Vec<VnodeHandle<V>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl<V: Vnode> VnodeSet<V> {
+    /// Build and start one vnode per partition. Fails if any first build fails
+    /// (a data directory that cannot be read must stop start-up).
+    pub fn start(
+        partitions: impl IntoIterator<Item = PartitionId>,
+        factory: Arc<dyn VnodeFactory<V>>,
+        config: VnodeConfig,
+    ) -> Result<Self, String> {
+        let mut handles = Vec::new();
+        let mut tasks = Vec::new();
+        for partition in partitions {
+            let vnode = factory.build(partition)?;
+            let (tx, rx) = mpsc::channel(config.mailbox_capacity);
+            let sup = VnodeSupervisor {
+                partition,
+                factory: factory.clone(),
+                config: config.clone(),
+                rx,
+                pending: VecDeque::new(),
+            };
+            tasks.push(tokio::spawn(sup.run(vnode)));
+            handles.push(VnodeHandle { partition, tx });
+        }
+        Ok(Self { handles, tasks })
+    }
+
+    pub fn get(&self, partition: PartitionId) -> Result<&VnodeHandle<V>, CoreError> {
+        self.handles
+            .get(partition.index())
+            .ok_or(CoreError::NoSuchPartition {
+                partition,
+                ring_size: self.handles.len() as u16,
+            })
+    }
+
+    pub fn handles(&self) -> &[VnodeHandle<V>] {
+        &self.handles
+    }
+
+    /// Close every mailbox, let each vnode finish what it holds, and wait.
+    pub async fn shutdown(self) {
+        drop(self.handles);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+enum Exit {
+    Closed,
+    Panicked,
+}
+
+/// Restarts a partition's vnode when it panics, with back-off and a budget.
+struct VnodeSupervisor<V: Vnode> {
+    partition: PartitionId,
+    factory: Arc<dyn VnodeFactory<V>>,
+    config: VnodeConfig,
+    rx: mpsc::Receiver<Envelope<V>>,
+    /// Requests taken from the mailbox but not yet handled when a vnode died.
+    pending: VecDeque<Envelope<V>>,
+}
+
+impl<V: Vnode> VnodeSupervisor<V> {
+    async fn run(mut self, first: V) {
+        let mut vnode = first;
+        let mut restarts: VecDeque<Instant> = VecDeque::new();
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match self.serve(&mut vnode).await {
+                Exit::Closed => {
+                    vnode.shutdown();
+                    return;
+                }
+                Exit::Panicked => {}
+            }
+            metrics::counter!("colony_vnode_restarts_total").increment(1);
+            let now = Instant::now();
+            restarts.retain(|t| now.duration_since(*t) < self.config.restart_window);
+            restarts.push_back(now);
+            if restarts.len() as u32 > self.config.restart_budget {
+                tracing::error!(partition = %self.partition, "vnode restart budget exhausted; partition stopped");
+                return self.refuse_all().await;
+            }
+            tracing::warn!(partition = %self.partition, ?backoff, "vnode panicked; restarting");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            match self.factory.build(self.partition) {
+                Ok(v) => vnode = v,
+                Err(e) => {
+                    tracing::error!(partition = %self.partition, error = %e, "vnode could not be rebuilt; partition stopped");
+                    return self.refuse_all().await;
+                }
+            }
+        }
+    }
+
+    async fn serve(&mut self, vnode: &mut V) -> Exit {
+        let mut tick = tokio::time::interval(self.config.tick_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(self.config.max_batch);
+        loop {
+            if self.pending.is_empty() {
+                tokio::select! {
+                    n = self.rx.recv_many(&mut batch, self.config.max_batch) => {
+                        if n == 0 {
+                            return Exit::Closed;
+                        }
+                        self.pending.extend(batch.drain(..));
+                    }
+                    _ = tick.tick() => {
+                        let ticked = catch_unwind(AssertUnwindSafe(|| vnode.tick(Instant::now())));
+                        if ticked.is_err() {
+                            return Exit::Panicked;
+                        }
+                        continue;
+                    }
+                }
+            }
+            if self.handle_pending(vnode).is_err() {
+                return Exit::Panicked;
+            }
+        }
+    }
+
+    /// Handle what is pending as one batch; commit; reply. `Err` if a request
+    /// panicked (its caller is told by the dropped reply channel).
+    fn handle_pending(&mut self, vnode: &mut V) -> Result<(), ()> {
+        let mut replies = Vec::with_capacity(self.pending.len());
+        let mut senders = Vec::with_capacity(self.pending.len());
+        let mut crashed = false;
+        while let Some(env) = self.pending.pop_front() {
+            match catch_unwind(AssertUnwindSafe(|| vnode.handle(env.request))) {
+                Ok(reply) => {
+                    replies.push(reply);
+                    senders.push(env.reply);
+                }
+                Err(_) => {
+                    crashed = true;
+                    break;
+                }
+            }
+        }
+        if !replies.is_empty()
+            && catch_unwind(AssertUnwindSafe(|| vnode.commit(&mut replies))).is_err()
+        {
+            // The batch's durability is unknown: its callers get errors.
+            return Err(());
+        }
+        for (reply, sender) in replies.into_iter().zip(senders) {
+            let _ = sender.send(reply);
+        }
+        if crashed {
+            Err(())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The vnode is gone for good: drop every request so callers learn it.
+    async fn refuse_all(mut self) {
+        self.pending.clear();
+        self.rx.close();
+        while self.rx.recv().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests;

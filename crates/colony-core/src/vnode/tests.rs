@@ -1,0 +1,154 @@
+use super::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+const POISON: u64 = u64::MAX;
+const BLOCK: u64 = 1_000_000;
+
+/// A counter vnode: panics on `POISON`, waits on `gate` for `BLOCK`.
+struct Counter {
+    value: u64,
+    commits: Arc<AtomicU64>,
+    gate: Arc<Mutex<()>>,
+    entered: Arc<AtomicBool>,
+}
+
+impl Vnode for Counter {
+    type Request = u64;
+    type Reply = u64;
+    fn handle(&mut self, add: u64) -> u64 {
+        assert!(add != POISON, "poison request");
+        if add == BLOCK {
+            self.entered.store(true, Ordering::SeqCst);
+            drop(self.gate.lock());
+            return self.value;
+        }
+        self.value += add;
+        self.value
+    }
+    fn commit(&mut self, _replies: &mut [u64]) {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct Fixture {
+    set: VnodeSet<Counter>,
+    commits: Arc<AtomicU64>,
+    gate: Arc<Mutex<()>>,
+    entered: Arc<AtomicBool>,
+}
+
+fn start(config: VnodeConfig) -> Fixture {
+    let commits = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(Mutex::new(()));
+    let entered = Arc::new(AtomicBool::new(false));
+    let (c, g, e) = (commits.clone(), gate.clone(), entered.clone());
+    let factory = move |_p: PartitionId| {
+        Ok(Counter {
+            value: 0,
+            commits: c.clone(),
+            gate: g.clone(),
+            entered: e.clone(),
+        })
+    };
+    let set = VnodeSet::start([PartitionId(0), PartitionId(1)], Arc::new(factory), config)
+        .expect("start");
+    Fixture {
+        set,
+        commits,
+        gate,
+        entered,
+    }
+}
+
+async fn until(cond: impl Fn() -> bool) {
+    while !cond() {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn requests_to_one_partition_apply_in_order() {
+    let f = start(VnodeConfig::default());
+    let h = f.set.get(PartitionId(0)).unwrap().clone();
+    let mut last = 0;
+    for i in 1..=100 {
+        last = h.call(i).await.unwrap();
+    }
+    assert_eq!(last, 5050);
+    assert!(f.commits.load(Ordering::SeqCst) >= 1);
+    drop(h);
+    f.set.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_panicking_request_gets_an_error_and_the_vnode_restarts() {
+    let f = start(VnodeConfig::default());
+    let h = f.set.get(PartitionId(0)).unwrap().clone();
+    assert_eq!(h.call(5).await.unwrap(), 5);
+    assert_eq!(
+        h.call(POISON).await,
+        Err(CoreError::VnodeCrashed {
+            partition: PartitionId(0)
+        })
+    );
+    // Rebuilt from the factory: the in-memory state starts again.
+    assert_eq!(h.call(1).await.unwrap(), 1);
+    // The other partition never noticed.
+    assert_eq!(f.set.get(PartitionId(1)).unwrap().call(2).await.unwrap(), 2);
+    drop(h);
+    f.set.shutdown().await;
+}
+
+#[tokio::test]
+async fn restart_budget_exhausted_stops_the_partition() {
+    let f = start(VnodeConfig {
+        restart_budget: 1,
+        ..VnodeConfig::default()
+    });
+    let h = f.set.get(PartitionId(0)).unwrap().clone();
+    assert!(h.call(POISON).await.is_err());
+    assert!(h.call(POISON).await.is_err());
+    let err = h.call(1).await.unwrap_err();
+    assert_eq!(
+        err,
+        CoreError::VnodeStopped {
+            partition: PartitionId(0)
+        }
+    );
+    drop(h);
+    f.set.shutdown().await;
+}
+
+// The test holds the gate across awaits on purpose: it keeps the vnode busy.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mailbox_answers_overloaded_at_once() {
+    let f = start(VnodeConfig {
+        mailbox_capacity: 1,
+        ..VnodeConfig::default()
+    });
+    let h = f.set.get(PartitionId(0)).unwrap().clone();
+    let held = f.gate.lock().unwrap();
+    let blocked = tokio::spawn({
+        let h = h.clone();
+        async move { h.call(BLOCK).await }
+    });
+    until(|| f.entered.load(Ordering::SeqCst)).await;
+    let queued = tokio::spawn({
+        let h = h.clone();
+        async move { h.call(1).await }
+    });
+    until(|| h.queue_len() == 1).await;
+    assert_eq!(
+        h.call(1).await,
+        Err(CoreError::Overloaded {
+            partition: PartitionId(0)
+        })
+    );
+    drop(held);
+    assert_eq!(blocked.await.unwrap(), Ok(0));
+    assert_eq!(queued.await.unwrap(), Ok(1));
+    drop(h);
+    f.set.shutdown().await;
+}

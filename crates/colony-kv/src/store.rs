@@ -1,0 +1,290 @@
+//! The storage layout on fjall, shared by every vnode of the node.
+//!
+//! One `data` keyspace holds every object, keyed
+//! `[partition u16][bucket len u16][bucket][key hash u64][key]`, so a
+//! partition's keys are one contiguous range (handoff streams it), a bucket's
+//! keys within a partition are one prefix (FLUSHDB, listing), and within a
+//! bucket keys are in hash order (SCAN's cursor is a hash, stable under
+//! inserts). An `expiry` keyspace indexes expiring keys by
+//! `[partition][expire_at u64][bucket len][bucket][key]` for active expiry;
+//! entries are hints, checked against the object before anything is deleted.
+//! A `meta` keyspace holds the format version.
+//!
+//! A data directory carries a `COLONY` marker file. Start-up refuses a
+//! directory that has files but no marker, a marker without a store, or a
+//! store that fjall cannot open: never a silent empty store.
+
+use crate::KvError;
+use colony_core::PartitionId;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const MARKER: &str = "COLONY";
+const MARKER_TEXT: &str = "colony data directory, format 1\n";
+const FORMAT_KEY: &[u8] = b"format";
+const FORMAT: &[u8] = b"1";
+
+/// When acknowledged writes reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// fsync before every reply (group-committed per vnode batch).
+    Always,
+    /// fsync every interval; a process crash loses nothing (writes are in the
+    /// OS), an OS crash or power loss at most the interval.
+    Periodic(Duration),
+    /// Leave it to the OS.
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub cache_bytes: u64,
+}
+
+pub struct Store {
+    db: Database,
+    data: Keyspace,
+    expiry: Keyspace,
+    fsync: FsyncPolicy,
+    stop: Arc<AtomicBool>,
+}
+
+impl Store {
+    pub fn open(config: &StoreConfig) -> Result<Arc<Self>, KvError> {
+        let engine_dir = check_data_dir(&config.path)?;
+        let db = Database::builder(&engine_dir)
+            .cache_size(config.cache_bytes)
+            .open()
+            .map_err(|e| {
+                KvError::Corrupt(format!(
+                    "cannot open the store in {}: {e}",
+                    engine_dir.display()
+                ))
+            })?;
+        let data = db.keyspace("data", KeyspaceCreateOptions::default)?;
+        let expiry = db.keyspace("expiry", KeyspaceCreateOptions::default)?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let marker = config.path.join(MARKER);
+        match meta.get(FORMAT_KEY)? {
+            Some(v) if &*v == FORMAT => {}
+            Some(v) => {
+                return Err(KvError::Corrupt(format!(
+                    "unsupported store format {:?}",
+                    String::from_utf8_lossy(&v)
+                )))
+            }
+            None if marker.exists() => {
+                return Err(KvError::Corrupt(format!(
+                    "{} says this is a Colony data directory, but its store has no format record: \
+                     the store was lost or replaced",
+                    marker.display()
+                )))
+            }
+            None => {
+                meta.insert(FORMAT_KEY, FORMAT)?;
+                db.persist(PersistMode::SyncAll)?;
+                std::fs::write(&marker, MARKER_TEXT)
+                    .map_err(|e| KvError::Storage(format!("{}: {e}", marker.display())))?;
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        if let FsyncPolicy::Periodic(every) = config.fsync {
+            spawn_syncer(db.clone(), every, stop.clone());
+        }
+        Ok(Arc::new(Self {
+            db,
+            data,
+            expiry,
+            fsync: config.fsync,
+            stop,
+        }))
+    }
+
+    pub fn fsync_policy(&self) -> FsyncPolicy {
+        self.fsync
+    }
+
+    pub fn data(&self) -> &Keyspace {
+        &self.data
+    }
+
+    pub fn expiry(&self) -> &Keyspace {
+        &self.expiry
+    }
+
+    /// Make every write so far durable.
+    pub fn sync(&self) -> Result<(), KvError> {
+        self.db.persist(PersistMode::SyncData)?;
+        Ok(())
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Err(e) = self.db.persist(PersistMode::SyncAll) {
+            tracing::error!(error = %e, "final sync of the store failed");
+        }
+    }
+}
+
+fn spawn_syncer(db: Database, every: Duration, stop: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new()
+        .name("colony-fsync".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(every);
+                if let Err(e) = db.persist(PersistMode::SyncData) {
+                    tracing::error!(error = %e, "periodic fsync failed");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the periodic fsync thread");
+    }
+}
+
+/// Decide whether `dir` is a new, an existing, or a foreign/damaged data
+/// directory. Returns the engine's directory inside it.
+fn check_data_dir(dir: &Path) -> Result<PathBuf, KvError> {
+    let io = |e: std::io::Error| KvError::Storage(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let engine = dir.join("store");
+    let marker = dir.join(MARKER);
+    let has_entries = std::fs::read_dir(dir).map_err(io)?.next().is_some();
+    if marker.exists() {
+        let text = std::fs::read_to_string(&marker).map_err(io)?;
+        if text != MARKER_TEXT {
+            return Err(KvError::Corrupt(format!(
+                "{} is damaged or from an unknown version",
+                marker.display()
+            )));
+        }
+        if !engine.is_dir() {
+            return Err(KvError::Corrupt(format!(
+                "{} is a Colony data directory but its store ({}) is missing",
+                dir.display(),
+                engine.display()
+            )));
+        }
+    } else if has_entries {
+        return Err(KvError::Corrupt(format!(
+            "{} is not empty and is not a Colony data directory (no {MARKER} file); \
+             refusing to start on it",
+            dir.display()
+        )));
+    }
+    Ok(engine)
+}
+
+/// `[partition][bucket len][bucket]`: the prefix of a bucket in a partition.
+pub fn bucket_prefix(partition: PartitionId, bucket: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + bucket.len() + 8);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(&(bucket.len() as u16).to_be_bytes());
+    k.extend_from_slice(bucket);
+    k
+}
+
+/// The full storage key of an object.
+pub fn data_key(partition: PartitionId, bucket: &[u8], hash: u64, key: &[u8]) -> Vec<u8> {
+    let mut k = bucket_prefix(partition, bucket);
+    k.extend_from_slice(&hash.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+/// Split a storage key into (bucket, hash, key). None if malformed.
+pub fn split_data_key(k: &[u8]) -> Option<(&[u8], u64, &[u8])> {
+    let blen = usize::from(u16::from_be_bytes([*k.get(2)?, *k.get(3)?]));
+    let bucket = k.get(4..4 + blen)?;
+    let hash = u64::from_be_bytes(k.get(4 + blen..12 + blen)?.try_into().ok()?);
+    let key = k.get(12 + blen..)?;
+    Some((bucket, hash, key))
+}
+
+/// `[partition][expire_at][bucket len][bucket][key]`.
+pub fn expiry_key(partition: PartitionId, at: u64, bucket: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12 + bucket.len() + key.len());
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(&at.to_be_bytes());
+    k.extend_from_slice(&(bucket.len() as u16).to_be_bytes());
+    k.extend_from_slice(bucket);
+    k.extend_from_slice(key);
+    k
+}
+
+/// Split an expiry key into (expire_at, bucket, key).
+pub fn split_expiry_key(k: &[u8]) -> Option<(u64, &[u8], &[u8])> {
+    let at = u64::from_be_bytes(k.get(2..10)?.try_into().ok()?);
+    let blen = usize::from(u16::from_be_bytes([*k.get(10)?, *k.get(11)?]));
+    let bucket = k.get(12..12 + blen)?;
+    let key = k.get(12 + blen..)?;
+    Some((at, bucket, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(path: &Path) -> StoreConfig {
+        StoreConfig {
+            path: path.to_path_buf(),
+            fsync: FsyncPolicy::Always,
+            cache_bytes: 8 << 20,
+        }
+    }
+
+    #[test]
+    fn keys_split_back_into_their_parts() {
+        let k = data_key(PartitionId(7), b"default", 42, b"user:1");
+        assert_eq!(
+            split_data_key(&k),
+            Some((&b"default"[..], 42, &b"user:1"[..]))
+        );
+        let e = expiry_key(PartitionId(7), 99, b"b", b"k");
+        assert_eq!(split_expiry_key(&e), Some((99, &b"b"[..], &b"k"[..])));
+        assert_eq!(split_data_key(b"\0\0\0\x09ab"), None);
+    }
+
+    #[test]
+    fn a_store_reopens_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(&config(dir.path())).unwrap();
+            s.data().insert("k", "v").unwrap();
+        }
+        let s = Store::open(&config(dir.path())).unwrap();
+        assert_eq!(s.data().get("k").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn a_foreign_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        let err = Store::open(&config(dir.path())).err().unwrap();
+        assert!(
+            err.to_string().contains("not a Colony data directory"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_lost_store_is_refused_not_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(&config(dir.path())).unwrap());
+        std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+        let err = Store::open(&config(dir.path())).err().unwrap();
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+}

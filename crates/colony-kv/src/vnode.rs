@@ -1,0 +1,357 @@
+//! The KV vnode: the state of one partition, applying operations atomically.
+
+use crate::apply::{self, Applied, Ctx, Out, Write};
+use crate::store::{self, FsyncPolicy, Store};
+use crate::{glob, Clock, KeyOp, KvError, Object, Reply, ValueKind};
+use bytes::Bytes;
+use colony_core::vnode::Vnode;
+use colony_core::PartitionId;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Most expired keys removed by one tick of active expiry.
+const EXPIRE_PER_TICK: usize = 2000;
+
+#[derive(Debug, Clone)]
+pub enum KvRequest {
+    Key {
+        bucket: Bytes,
+        key: Bytes,
+        hash: u64,
+        op: KeyOp,
+    },
+    /// Up to `count` keys of `bucket` from hash `from` on.
+    Scan {
+        bucket: Bytes,
+        from: u64,
+        count: usize,
+        pattern: Option<Bytes>,
+        kind: Option<ValueKind>,
+    },
+    Count,
+    Flush {
+        bucket: Option<Bytes>,
+    },
+    /// The first live key of `bucket` at or after hash `from`, wrapping.
+    RandomKey {
+        bucket: Bytes,
+        from: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BucketCount {
+    pub keys: u64,
+    pub expires: u64,
+}
+
+#[derive(Debug)]
+pub enum KvResponse {
+    Reply(Reply),
+    Object(Option<Object>),
+    Page {
+        keys: Vec<Bytes>,
+        /// Hash to continue from, or None when the partition is done.
+        next: Option<u64>,
+    },
+    Counts(BTreeMap<Bytes, BucketCount>),
+    Key(Option<Bytes>),
+    Failed(KvError),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_value_bytes: usize,
+}
+
+pub struct KvVnode {
+    partition: PartitionId,
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    rng: SmallRng,
+    counts: BTreeMap<Bytes, BucketCount>,
+    wrote: bool,
+}
+
+impl KvVnode {
+    /// Open the partition: count its keys (this also reads every object's
+    /// header, so a corrupt store fails here, at start-up).
+    pub fn open(
+        partition: PartitionId,
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+    ) -> Result<Self, KvError> {
+        let mut counts: BTreeMap<Bytes, BucketCount> = BTreeMap::new();
+        for item in store.data().prefix(partition.to_be_bytes()) {
+            let (k, v) = item.into_inner()?;
+            let (bucket, _, _) = store::split_data_key(&k).ok_or_else(|| {
+                KvError::Corrupt(format!("malformed key in partition {partition}"))
+            })?;
+            let expires = Object::peek_expiry(&v)?.is_some();
+            let c = counts.entry(Bytes::copy_from_slice(bucket)).or_default();
+            c.keys += 1;
+            c.expires += u64::from(expires);
+        }
+        let seed = u64::from(partition.0) ^ clock.now_ms();
+        Ok(Self {
+            partition,
+            store,
+            clock,
+            limits,
+            rng: SmallRng::seed_from_u64(seed),
+            counts,
+            wrote: false,
+        })
+    }
+
+    fn key_op(
+        &mut self,
+        bucket: Bytes,
+        key: Bytes,
+        hash: u64,
+        op: KeyOp,
+    ) -> Result<KvResponse, KvError> {
+        let now = self.clock.now_ms();
+        let skey = store::data_key(self.partition, &bucket, hash, &key);
+        let stored = match self.store.data().get(&skey)? {
+            Some(raw) => Some(Object::decode(&raw)?),
+            None => None,
+        };
+        let before = stored.as_ref().map(|o| o.expire_at);
+        let live = stored.filter(|o| !o.is_expired(now));
+        let expired = before.is_some() && live.is_none();
+        let mut ctx = Ctx {
+            now_ms: now,
+            rng: &mut self.rng,
+        };
+        let Applied { write, out } = apply::apply(op, live, &mut ctx);
+        let after = match write {
+            Write::None if expired => {
+                self.store.data().remove(skey)?;
+                None
+            }
+            Write::None => before,
+            Write::Delete => {
+                self.store.data().remove(skey)?;
+                None
+            }
+            Write::Put(obj) => {
+                let size = obj.payload_size();
+                if size > self.limits.max_value_bytes {
+                    let err = KvError::ValueTooLarge {
+                        size,
+                        max: self.limits.max_value_bytes,
+                    };
+                    return Ok(KvResponse::Reply(Reply::Error(err)));
+                }
+                self.store.data().insert(skey, &*obj.encode())?;
+                if let Some(at) = obj.expire_at {
+                    if before != Some(Some(at)) {
+                        let ek = store::expiry_key(self.partition, at, &bucket, &key);
+                        self.store.expiry().insert(ek, [])?;
+                    }
+                }
+                Some(obj.expire_at)
+            }
+        };
+        if before != after {
+            self.wrote = true;
+            self.account(&bucket, before, after);
+        }
+        Ok(match out {
+            Out::Reply(r) => KvResponse::Reply(r),
+            Out::Object(o) => KvResponse::Object(o),
+        })
+    }
+
+    /// Keep the per-bucket key and expiry counts in step with a change.
+    fn account(&mut self, bucket: &Bytes, before: Option<Option<u64>>, after: Option<Option<u64>>) {
+        let c = self.counts.entry(bucket.clone()).or_default();
+        if let Some(exp) = before {
+            c.keys = c.keys.saturating_sub(1);
+            c.expires = c.expires.saturating_sub(u64::from(exp.is_some()));
+        }
+        if let Some(exp) = after {
+            c.keys += 1;
+            c.expires += u64::from(exp.is_some());
+        }
+    }
+
+    fn scan(
+        &self,
+        bucket: &[u8],
+        from: u64,
+        count: usize,
+        pattern: Option<&[u8]>,
+        kind: Option<ValueKind>,
+    ) -> Result<KvResponse, KvError> {
+        let now = self.clock.now_ms();
+        let start = store::data_key(self.partition, bucket, from, b"");
+        let prefix = store::bucket_prefix(self.partition, bucket);
+        let mut keys = Vec::new();
+        let mut examined = 0usize;
+        let mut last_hash = None;
+        for item in self.store.data().range(start..) {
+            let (k, v) = item.into_inner()?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let Some((_, hash, key)) = store::split_data_key(&k) else {
+                continue;
+            };
+            // Stop only between hashes, so no key is split from its cursor.
+            if examined >= count && last_hash != Some(hash) {
+                return Ok(KvResponse::Page {
+                    keys,
+                    next: Some(hash),
+                });
+            }
+            examined += 1;
+            last_hash = Some(hash);
+            if Object::peek_expiry(&v)?.is_some_and(|at| at <= now) {
+                continue;
+            }
+            if kind.is_some_and(|want| Object::peek_kind(&v).ok() != Some(want)) {
+                continue;
+            }
+            if pattern.is_some_and(|p| !glob::matches(p, key)) {
+                continue;
+            }
+            keys.push(Bytes::copy_from_slice(key));
+        }
+        Ok(KvResponse::Page { keys, next: None })
+    }
+
+    fn flush(&mut self, bucket: Option<&Bytes>) -> Result<KvResponse, KvError> {
+        let prefix = match bucket {
+            Some(b) => store::bucket_prefix(self.partition, b),
+            None => self.partition.to_be_bytes().to_vec(),
+        };
+        let mut batch = Vec::new();
+        for item in self.store.data().prefix(&prefix) {
+            batch.push(item.key()?);
+        }
+        for k in batch {
+            self.store.data().remove(k)?;
+        }
+        if bucket.is_none() {
+            let mut stale = Vec::new();
+            for item in self.store.expiry().prefix(self.partition.to_be_bytes()) {
+                stale.push(item.key()?);
+            }
+            for k in stale {
+                self.store.expiry().remove(k)?;
+            }
+        }
+        match bucket {
+            Some(b) => {
+                self.counts.remove(b);
+            }
+            None => self.counts.clear(),
+        }
+        self.wrote = true;
+        Ok(KvResponse::Reply(Reply::Ok))
+    }
+
+    fn random_key(&self, bucket: &[u8], from: u64) -> Result<KvResponse, KvError> {
+        let now = self.clock.now_ms();
+        let prefix = store::bucket_prefix(self.partition, bucket);
+        let start = store::data_key(self.partition, bucket, from, b"");
+        let after = self.store.data().range(start..);
+        let wrapped = self.store.data().prefix(&prefix);
+        for item in after.chain(wrapped) {
+            let (k, v) = item.into_inner()?;
+            if !k.starts_with(&prefix) {
+                continue;
+            }
+            if Object::peek_expiry(&v)?.is_some_and(|at| at <= now) {
+                continue;
+            }
+            if let Some((_, _, key)) = store::split_data_key(&k) {
+                return Ok(KvResponse::Key(Some(Bytes::copy_from_slice(key))));
+            }
+        }
+        Ok(KvResponse::Key(None))
+    }
+
+    /// Active expiry: remove keys whose time has come, from the index.
+    fn expire_due(&mut self) -> Result<(), KvError> {
+        let now = self.clock.now_ms();
+        let lo = store::expiry_key(self.partition, 0, b"", b"");
+        let hi = store::expiry_key(self.partition, now, b"", b"");
+        let mut due = Vec::new();
+        for item in self.store.expiry().range(lo..hi).take(EXPIRE_PER_TICK) {
+            due.push(item.key()?);
+        }
+        for ek in due {
+            self.store.expiry().remove(ek.clone())?;
+            let Some((at, bucket, key)) = store::split_expiry_key(&ek) else {
+                continue;
+            };
+            let hash = colony_core::key_hash(bucket, key);
+            let skey = store::data_key(self.partition, bucket, hash, key);
+            let Some(raw) = self.store.data().get(&skey)? else {
+                continue;
+            };
+            // The index is a hint: only the object's own expiry counts.
+            if Object::peek_expiry(&raw)? == Some(at) {
+                self.store.data().remove(skey)?;
+                let bucket = Bytes::copy_from_slice(bucket);
+                self.account(&bucket, Some(Some(at)), None);
+                metrics::counter!("colony_kv_expired_keys_total").increment(1);
+            }
+            self.wrote = true;
+        }
+        Ok(())
+    }
+}
+
+impl Vnode for KvVnode {
+    type Request = KvRequest;
+    type Reply = KvResponse;
+
+    fn handle(&mut self, request: KvRequest) -> KvResponse {
+        let result = match request {
+            KvRequest::Key {
+                bucket,
+                key,
+                hash,
+                op,
+            } => self.key_op(bucket, key, hash, op),
+            KvRequest::Scan {
+                bucket,
+                from,
+                count,
+                pattern,
+                kind,
+            } => self.scan(&bucket, from, count, pattern.as_deref(), kind),
+            KvRequest::Count => Ok(KvResponse::Counts(self.counts.clone())),
+            KvRequest::Flush { bucket } => self.flush(bucket.as_ref()),
+            KvRequest::RandomKey { bucket, from } => self.random_key(&bucket, from),
+        };
+        result.unwrap_or_else(KvResponse::Failed)
+    }
+
+    fn commit(&mut self, replies: &mut [KvResponse]) {
+        if !std::mem::take(&mut self.wrote) || self.store.fsync_policy() != FsyncPolicy::Always {
+            return;
+        }
+        if let Err(e) = self.store.sync() {
+            tracing::error!(partition = %self.partition, error = %e, "fsync failed; failing the batch");
+            for r in replies.iter_mut() {
+                *r = KvResponse::Failed(e.clone());
+            }
+        }
+    }
+
+    fn tick(&mut self, _now: Instant) {
+        if let Err(e) = self.expire_due() {
+            tracing::warn!(partition = %self.partition, error = %e, "active expiry failed");
+        }
+    }
+}

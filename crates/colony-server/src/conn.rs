@@ -1,0 +1,202 @@
+//! One client connection over the Redis protocol: read, parse, run,
+//! reply. Pipelined commands run concurrently (see `cmd`), replies go back
+//! in order, and every batch of replies leaves in one write.
+
+use crate::cmd::{self, CmdResult, Outcome, Session};
+use crate::resp::{self, Limits, Parsed, Protocol};
+use crate::state::{bucket_of_db, ClientInfo, NodeState};
+use bytes::BytesMut;
+use futures::future::BoxFuture;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// Most commands taken from the read buffer before replies are sent: it
+/// bounds what one connection may have in flight.
+const MAX_BATCH: usize = 512;
+
+struct InFlight {
+    index: Option<usize>,
+    started: Instant,
+    proto: Protocol,
+    fut: BoxFuture<'static, CmdResult>,
+}
+
+pub async fn serve(
+    node: Arc<NodeState>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let id = node.next_client_id();
+    let mut sess = Session {
+        id,
+        db: 0,
+        bucket: bucket_of_db(0),
+        proto: Protocol::Resp2,
+        name: None,
+        addr: peer.to_string(),
+        created: Instant::now(),
+    };
+    if let Ok(mut clients) = node.clients.lock() {
+        clients.insert(
+            id,
+            ClientInfo {
+                id,
+                addr: sess.addr.clone(),
+                name: None,
+                db: 0,
+                created: sess.created,
+                last_cmd: "NULL",
+                proto: 2,
+            },
+        );
+    }
+    node.stats.connections_total.fetch_add(1, Ordering::Relaxed);
+    node.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+    metrics::gauge!("colony_resp_connections").increment(1.0);
+    if let Err(e) = run(&node, &mut stream, &mut sess, &stop).await {
+        tracing::debug!(client = id, error = %e, "connection ended with an error");
+    }
+    if let Ok(mut clients) = node.clients.lock() {
+        clients.remove(&id);
+    }
+    node.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+    metrics::gauge!("colony_resp_connections").decrement(1.0);
+}
+
+async fn run(
+    node: &Arc<NodeState>,
+    stream: &mut TcpStream,
+    sess: &mut Session,
+    stop: &CancellationToken,
+) -> std::io::Result<()> {
+    let limits = Limits {
+        max_multibulk: node.config.max_multibulk,
+        max_bulk: node.config.max_bulk_bytes,
+        max_inline: 64 * 1024,
+    };
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    let mut need = 1usize;
+    loop {
+        if rbuf.len() >= need {
+            let (closing, next_need) = run_batch(node, sess, &mut rbuf, &mut wbuf, &limits).await;
+            need = next_need;
+            if !wbuf.is_empty() {
+                stream.write_all(&wbuf).await?;
+                wbuf.clear();
+            }
+            if closing {
+                return Ok(());
+            }
+            if rbuf.len() >= need {
+                // More complete commands are waiting (batch limit reached).
+                continue;
+            }
+        }
+        rbuf.reserve(need.saturating_sub(rbuf.len()).clamp(4096, 1 << 20));
+        let n = tokio::select! {
+            r = stream.read_buf(&mut rbuf) => r?,
+            () = stop.cancelled() => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Parse and run up to MAX_BATCH commands; encode their replies into
+/// `wbuf`. Returns whether to close, and the buffer length needed before
+/// parsing again is worthwhile.
+async fn run_batch(
+    node: &Arc<NodeState>,
+    sess: &mut Session,
+    rbuf: &mut BytesMut,
+    wbuf: &mut BytesMut,
+    limits: &Limits,
+) -> (bool, usize) {
+    let mut queue: Vec<InFlight> = Vec::new();
+    for _ in 0..MAX_BATCH {
+        let args = match resp::parse_command(rbuf, limits) {
+            Ok(Parsed::Command(args)) if args.is_empty() => continue,
+            Ok(Parsed::Command(args)) => args,
+            Ok(Parsed::Incomplete(need)) => {
+                drain(node, &mut queue, wbuf).await;
+                return (false, need);
+            }
+            Err(e) => {
+                drain(node, &mut queue, wbuf).await;
+                node.stats
+                    .protocol_errors_total
+                    .fetch_add(1, Ordering::Relaxed);
+                resp::encode_error(wbuf, &format!("ERR {e}"));
+                return (true, 1);
+            }
+        };
+        node.stats.commands_total.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let (index, outcome) = cmd::dispatch(node, sess, args);
+        let proto = sess.proto;
+        match outcome {
+            Outcome::Ready(r) => queue.push(InFlight {
+                index,
+                started,
+                proto,
+                fut: Box::pin(std::future::ready(r)),
+            }),
+            Outcome::Pending(fut) => queue.push(InFlight {
+                index,
+                started,
+                proto,
+                fut,
+            }),
+            Outcome::Barrier(fut) => {
+                drain(node, &mut queue, wbuf).await;
+                queue.push(InFlight {
+                    index,
+                    started: Instant::now(),
+                    proto,
+                    fut,
+                });
+                drain(node, &mut queue, wbuf).await;
+            }
+            Outcome::Close(r) => {
+                drain(node, &mut queue, wbuf).await;
+                finish(node, index, started, proto, r, wbuf);
+                return (true, 1);
+            }
+        }
+    }
+    drain(node, &mut queue, wbuf).await;
+    (false, 1)
+}
+
+/// Await every queued command in order and encode its reply.
+async fn drain(node: &Arc<NodeState>, queue: &mut Vec<InFlight>, wbuf: &mut BytesMut) {
+    for f in queue.drain(..) {
+        let result = f.fut.await;
+        finish(node, f.index, f.started, f.proto, result, wbuf);
+    }
+}
+
+fn finish(
+    node: &NodeState,
+    index: Option<usize>,
+    started: Instant,
+    proto: Protocol,
+    result: CmdResult,
+    wbuf: &mut BytesMut,
+) {
+    node.command_metrics
+        .record(index, started.elapsed().as_secs_f64(), result.is_err());
+    match result {
+        Ok(reply) => resp::encode(wbuf, &reply, proto),
+        Err(msg) => resp::encode_error(wbuf, &msg),
+    }
+}

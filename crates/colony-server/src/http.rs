@@ -1,0 +1,263 @@
+//! The HTTP/JSON API: objects under `/buckets/{bucket}/keys/{key}`, key
+//! listing, `/ping`, `/metrics` and `/api/v1/node`. Errors are JSON with a
+//! stable `code`.
+
+use crate::error::http_error;
+use crate::state::NodeState;
+use axum::body::Bytes as Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use colony_kv::{KeyOp, KvError, Object, Reply, Value};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+#[derive(Clone)]
+struct App {
+    node: Arc<NodeState>,
+    prometheus: PrometheusHandle,
+}
+
+pub fn router(node: Arc<NodeState>, prometheus: PrometheusHandle) -> Router {
+    let limit = node.config.max_value_bytes;
+    Router::new()
+        .route("/ping", get(|| async { "pong\n" }))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/node", get(node_info))
+        .route("/buckets/{bucket}/keys", get(list_keys))
+        .route(
+            "/buckets/{bucket}/keys/{key}",
+            get(get_object).put(put_object).delete(delete_object),
+        )
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no_route", "no such endpoint".into()) })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(App { node, prometheus })
+}
+
+fn error(status: StatusCode, code: &str, message: String) -> Response {
+    (
+        status,
+        Json(json!({ "error": { "code": code, "message": message } })),
+    )
+        .into_response()
+}
+
+fn kv_error(e: &KvError) -> Response {
+    let (status, code) = http_error(e);
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = error(status, code, e.to_string());
+    if e.is_retryable() {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+fn bucket_name(b: &str) -> Result<Bytes, KvError> {
+    if b.is_empty() || b.len() > 255 {
+        return Err(KvError::InvalidBucket(
+            "a bucket name has 1 to 255 bytes".into(),
+        ));
+    }
+    Ok(Bytes::copy_from_slice(b.as_bytes()))
+}
+
+async fn get_object(
+    State(app): State<App>,
+    Path((bucket, key)): Path<(String, String)>,
+) -> Response {
+    let bucket = match bucket_name(&bucket) {
+        Ok(b) => b,
+        Err(e) => return kv_error(&e),
+    };
+    let key = Bytes::from(key);
+    match app.node.kv.object(&bucket, key, KeyOp::Fetch).await {
+        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such key".into()),
+        Ok(Some(obj)) => object_response(obj),
+        Err(e) => kv_error(&e),
+    }
+}
+
+fn object_response(obj: Object) -> Response {
+    let lossy = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+    let (body, ctype, kind) = match obj.value {
+        Value::Str(s) => {
+            let ct = obj
+                .content_type
+                .as_ref()
+                .and_then(|c| HeaderValue::from_bytes(c).ok())
+                .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+            (s, ct, "string")
+        }
+        Value::Hash(h) => {
+            let map: serde_json::Map<_, _> =
+                h.iter().map(|(f, v)| (lossy(f), json!(lossy(v)))).collect();
+            let body = serde_json::to_vec(&map).unwrap_or_default();
+            (
+                Bytes::from(body),
+                HeaderValue::from_static("application/json"),
+                "hash",
+            )
+        }
+        Value::Set(s) => {
+            let members: Vec<String> = s.iter().map(lossy).collect();
+            let body = serde_json::to_vec(&members).unwrap_or_default();
+            (
+                Bytes::from(body),
+                HeaderValue::from_static("application/json"),
+                "set",
+            )
+        }
+    };
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, ctype);
+    resp.headers_mut()
+        .insert("x-colony-type", HeaderValue::from_static(kind));
+    if let Some(at) = obj.expire_at {
+        if let Ok(v) = HeaderValue::from_str(&at.to_string()) {
+            resp.headers_mut().insert("x-colony-expire-at-ms", v);
+        }
+    }
+    resp
+}
+
+async fn put_object(
+    State(app): State<App>,
+    Path((bucket, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bucket = match bucket_name(&bucket) {
+        Ok(b) => b,
+        Err(e) => return kv_error(&e),
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| Bytes::copy_from_slice(v.as_bytes()));
+    let object = Object {
+        value: Value::Str(body),
+        expire_at: None,
+        content_type,
+    };
+    let op = KeyOp::Put { object, nx: false };
+    match app.node.kv.call(&bucket, Bytes::from(key), op).await {
+        Reply::Error(e) => kv_error(&e),
+        _ => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+async fn delete_object(
+    State(app): State<App>,
+    Path((bucket, key)): Path<(String, String)>,
+) -> Response {
+    let bucket = match bucket_name(&bucket) {
+        Ok(b) => b,
+        Err(e) => return kv_error(&e),
+    };
+    match app
+        .node
+        .kv
+        .call(&bucket, Bytes::from(key), KeyOp::Del)
+        .await
+    {
+        Reply::Error(e) => kv_error(&e),
+        Reply::Int(1) => StatusCode::NO_CONTENT.into_response(),
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no such key".into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    page: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_keys(
+    State(app): State<App>,
+    Path(bucket): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let bucket = match bucket_name(&bucket) {
+        Ok(b) => b,
+        Err(e) => return kv_error(&e),
+    };
+    let cursor = match q.page.as_deref().map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(c)) => c,
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_page",
+                "page must be a cursor from next_page".into(),
+            )
+        }
+    };
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    match app.node.kv.scan(&bucket, cursor, limit, None, None).await {
+        Ok(page) => {
+            let keys: Vec<String> = page
+                .keys
+                .iter()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect();
+            let next = (page.cursor != 0).then(|| page.cursor.to_string());
+            Json(json!({ "keys": keys, "next_page": next })).into_response()
+        }
+        Err(e) => kv_error(&e),
+    }
+}
+
+async fn node_info(State(app): State<App>) -> Response {
+    let node = &app.node;
+    let c = &node.config;
+    let ring = node.kv.ring();
+    let me = colony_core::NodeId::new(c.node_name.clone());
+    let partitions: Vec<u16> = ring.owned_by(&me).map(|p| p.0).collect();
+    let keys: u64 = node
+        .kv
+        .counts()
+        .await
+        .map(|m| m.values().map(|c| c.keys).sum())
+        .unwrap_or(0);
+    Json(json!({
+        "node": c.node_name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": node.started.elapsed().as_secs(),
+        "resp": c.resp.to_string(),
+        "http": c.http.to_string(),
+        "cluster": c.cluster.to_string(),
+        "data_dir": c.data_dir.display().to_string(),
+        "fsync": c.fsync_name(),
+        "ring": { "size": ring.ring_size(), "version": ring.version().0 },
+        "partitions": partitions,
+        "keys": keys,
+        "storage_disk_bytes": node.kv.disk_bytes(),
+        "connected_clients": crate::state::Stats::get(&node.stats.connections_open),
+    }))
+    .into_response()
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let node = &app.node;
+    if let Ok(counts) = node.kv.counts().await {
+        for (bucket, c) in counts {
+            let b = String::from_utf8_lossy(&bucket).into_owned();
+            metrics::gauge!("colony_kv_keys", "bucket" => b.clone()).set(c.keys as f64);
+            metrics::gauge!("colony_kv_expiring_keys", "bucket" => b).set(c.expires as f64);
+        }
+    }
+    metrics::gauge!("colony_storage_disk_bytes").set(node.kv.disk_bytes() as f64);
+    metrics::gauge!("colony_process_resident_memory_bytes").set(crate::info::rss_bytes() as f64);
+    metrics::gauge!("colony_vnode_queued_requests").set(node.kv.queued_requests() as f64);
+    let mut resp = app.prometheus.render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
+}

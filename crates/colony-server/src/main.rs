@@ -1,0 +1,33 @@
+//! `colony`: start a node.
+
+use clap::Parser;
+use colony_server::config::{Cli, Command, NodeConfig};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Start(flags) => NodeConfig::resolve(flags).and_then(|config| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("colony")
+                .build()?
+                .block_on(colony_server::node::run(config))
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("colony: cannot start: {e:#}");
+            eprintln!("colony: cannot start: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# Colony beside Redis under redis-benchmark: throughput per command at pipeline
+# 1 and 16 (median of RUNS runs), then resident memory with 1M distinct
+# 100-byte values. Prints a markdown table.
+#
+# Environment:
+#   N=1000000        requests per redis-benchmark run
+#   RUNS=3           runs per (server, pipeline); the median is reported
+#   CLIENTS=50       redis-benchmark connections
+#   MEM_KEYS=1000000 distinct keys loaded for the memory rows
+#   SKIP_COLONY=1    measure Redis only (Colony is neither built nor started)
+#   COLONY_BIN=path  use this colony binary instead of building one
+#   SKIP_MEMORY=1    skip the memory rows
+#   BENCH_TIMEOUT=900  seconds any single benchmark command may take
+#
+# Only loopback addresses are used. Everything started here is stopped on exit.
+set -euo pipefail
+
+N=${N:-1000000}
+RUNS=${RUNS:-3}
+CLIENTS=${CLIENTS:-50}
+MEM_KEYS=${MEM_KEYS:-1000000}
+SKIP_COLONY=${SKIP_COLONY:-0}
+SKIP_MEMORY=${SKIP_MEMORY:-0}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-900}
+TESTS=set,get,incr,sadd,hset
+HOST=127.0.0.1
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/colony-vs-redis.XXXXXX")
+PIDS=()
+
+log() { echo "[bench] $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+cleanup() {
+    local pid i
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for i in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for tool in redis-server redis-cli redis-benchmark timeout; do
+    command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y redis-server redis-tools)"
+done
+
+# A port nobody listens on, from a range away from the usual defaults.
+TAKEN=" "
+free_port() {
+    local port i
+    for i in $(seq 1 200); do
+        port=$((20000 + RANDOM % 20000))
+        case "$TAKEN" in *" $port "*) continue ;; esac
+        if ! (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
+            TAKEN="$TAKEN$port "
+            echo "$port"
+            return 0
+        fi
+    done
+    die "no free loopback port found"
+}
+
+# Polls PING until PONG; gives up after ~30 s or if the process died.
+wait_ready() {
+    local name=$1 port=$2 pid=$3 i
+    for i in $(seq 1 300); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$WORK/$name.log" >&2 2>/dev/null || true
+            die "$name exited during startup (its log is above)"
+        fi
+        if [ "$(redis-cli -h "$HOST" -p "$port" ping 2>/dev/null)" = "PONG" ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$name did not answer PING on $HOST:$port"
+}
+
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+log "building colony-bench"
+(cd "$ROOT" && cargo build --release -q -p colony-bench)
+BENCH_BIN=$TARGET_DIR/release/colony-bench
+
+REDIS_PORT=$(free_port)
+mkdir -p "$WORK/redis"
+redis-server --bind "$HOST" --port "$REDIS_PORT" --dir "$WORK/redis" \
+    --appendonly yes --appendfsync everysec --save '' \
+    --daemonize no --logfile "$WORK/redis.log" &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+wait_ready redis "$REDIS_PORT" "$REDIS_PID"
+log "redis $(redis-server --version | awk '{sub(/^v=/, "", $3); print $3}') on $HOST:$REDIS_PORT (pid $REDIS_PID)"
+
+COLONY_PORT=""
+COLONY_PID=""
+if [ "$SKIP_COLONY" != 1 ]; then
+    if [ -z "${COLONY_BIN:-}" ]; then
+        log "building colony"
+        (cd "$ROOT" && cargo build --release -q -p colony-server)
+        COLONY_BIN=$TARGET_DIR/release/colony
+    fi
+    COLONY_PORT=$(free_port)
+    HTTP_PORT=$(free_port)
+    CLUSTER_PORT=$(free_port)
+    mkdir -p "$WORK/colony"
+    "$COLONY_BIN" start --data-dir "$WORK/colony" \
+        --resp "$HOST:$COLONY_PORT" --http "$HOST:$HTTP_PORT" \
+        --cluster "$HOST:$CLUSTER_PORT" --fsync periodic \
+        >"$WORK/colony.log" 2>&1 &
+    COLONY_PID=$!
+    PIDS+=("$COLONY_PID")
+    wait_ready colony "$COLONY_PORT" "$COLONY_PID"
+    log "colony on $HOST:$COLONY_PORT (pid $COLONY_PID)"
+fi
+
+# run_benchmarks NAME PORT: appends "name pipeline TEST rps" lines to $WORK/rps.
+run_benchmarks() {
+    local name=$1 port=$2 pipeline run
+    for pipeline in 1 16; do
+        for run in $(seq 1 "$RUNS"); do
+            log "$name: pipeline $pipeline, run $run/$RUNS"
+            timeout "$BENCH_TIMEOUT" redis-benchmark -h "$HOST" -p "$port" -t "$TESTS" \
+                -n "$N" -c "$CLIENTS" -P "$pipeline" --csv </dev/null |
+                awk -F, -v n="$name" -v p="$pipeline" 'NR > 1 {
+                    gsub(/"/, ""); print n, p, $1, $2 }' >>"$WORK/rps"
+        done
+    done
+}
+
+: >"$WORK/rps"
+run_benchmarks redis "$REDIS_PORT"
+if [ -n "$COLONY_PID" ]; then
+    run_benchmarks colony "$COLONY_PORT"
+fi
+
+# measure_memory NAME PORT PID: loads MEM_KEYS distinct keys, prints "rss_kib dbsize".
+measure_memory() {
+    local name=$1 port=$2 pid=$3 dbsize
+    redis-cli -h "$HOST" -p "$port" flushall >/dev/null 2>&1 || true
+    log "$name: loading $MEM_KEYS distinct 100-byte values"
+    timeout "$BENCH_TIMEOUT" "$BENCH_BIN" --host "$HOST" -p "$port" --workload set --load \
+        --keyspace "$MEM_KEYS" --value-size 100 --requests 0 --clients 50 --pipeline 16 \
+        --duration "$BENCH_TIMEOUT" --quiet >"$WORK/$name-load.txt"
+    dbsize=$(redis-cli -h "$HOST" -p "$port" dbsize 2>/dev/null | tr -dc '0-9')
+    echo "$(rss_kib "$pid") ${dbsize:-n/a}"
+}
+
+REDIS_MEM="" COLONY_MEM=""
+if [ "$SKIP_MEMORY" != 1 ]; then
+    REDIS_MEM=$(measure_memory redis "$REDIS_PORT" "$REDIS_PID")
+    if [ -n "$COLONY_PID" ]; then
+        COLONY_MEM=$(measure_memory colony "$COLONY_PORT" "$COLONY_PID")
+    fi
+fi
+
+# The table: medians per (command, pipeline), then memory.
+awk -v runs="$RUNS" -v n="$N" -v clients="$CLIENTS" \
+    -v rmem="$REDIS_MEM" -v cmem="$COLONY_MEM" -v keys="$MEM_KEYS" '
+function median(key,   i, j, k, t, a) {
+    k = cnt[key]
+    if (k == 0) return ""
+    for (i = 1; i <= k; i++) a[i] = val[key, i]
+    for (i = 2; i <= k; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+    return (k % 2) ? a[(k+1)/2] : (a[k/2] + a[k/2+1]) / 2
+}
+function fmt(v) { return v == "" ? "n/a" : sprintf("%.0f", v) }
+function ratio(c, r) { return (c == "" || r == "" || r == 0) ? "n/a" : sprintf("%.2f", c / r) }
+{
+    key = $1 SUBSEP $2 SUBSEP $3
+    val[key, ++cnt[key]] = $4
+    if (!(($2 SUBSEP $3) in seen)) { seen[$2 SUBSEP $3] = 1; order[++rows] = $2 SUBSEP $3 }
+}
+END {
+    printf "redis-benchmark, -n %d -c %d, median of %d run(s)\n\n", n, clients, runs
+    print "| command | pipeline | Redis ops/s | Colony ops/s | Colony / Redis |"
+    print "|---|---|---|---|---|"
+    for (i = 1; i <= rows; i++) {
+        split(order[i], f, SUBSEP)
+        r = median("redis" SUBSEP order[i]); c = median("colony" SUBSEP order[i])
+        printf "| %s | %s | %s | %s | %s |\n", f[2], f[1], fmt(r), fmt(c), ratio(c, r)
+    }
+    if (rmem != "") {
+        split(rmem, rm, " "); split(cmem, cm, " ")
+        rmib = rm[1] / 1024; cmib = (cmem == "") ? "" : cm[1] / 1024
+        printf "| memory: RSS, %d x 100 B values (MiB) | - | %.1f | %s | %s |\n", keys, rmib, (cmib == "" ? "n/a" : sprintf("%.1f", cmib)), ratio(cmib, rmib)
+        printf "| memory: DBSIZE after load | - | %s | %s | - |\n", rm[2], (cmem == "" ? "n/a" : cm[2])
+    }
+}' "$WORK/rps"
