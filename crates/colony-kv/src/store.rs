@@ -117,6 +117,11 @@ impl Store {
         &self.expiry
     }
 
+    /// A new atomic write batch (flushed to the OS on commit).
+    pub fn batch(&self) -> fjall::OwnedWriteBatch {
+        self.db.batch()
+    }
+
     /// Make every write so far durable.
     pub fn sync(&self) -> Result<(), KvError> {
         self.db.persist(PersistMode::SyncData)?;

@@ -8,7 +8,7 @@ use colony_core::vnode::Vnode;
 use colony_core::PartitionId;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -74,7 +74,12 @@ pub struct KvVnode {
     limits: Limits,
     rng: SmallRng,
     counts: BTreeMap<Bytes, BucketCount>,
-    wrote: bool,
+    /// Writes of the batch being handled, by storage key (None deletes).
+    /// Reads look here first; `commit` writes them as one atomic batch, so
+    /// a batch of requests costs one journal write (and one fsync).
+    pending: HashMap<Vec<u8>, Option<Bytes>>,
+    /// Expiry index entries to add (true) or remove (false) with the batch.
+    pending_expiry: Vec<(Vec<u8>, bool)>,
 }
 
 impl KvVnode {
@@ -105,8 +110,48 @@ impl KvVnode {
             limits,
             rng: SmallRng::seed_from_u64(seed),
             counts,
-            wrote: false,
+            pending: HashMap::new(),
+            pending_expiry: Vec::new(),
         })
+    }
+
+    /// The stored bytes under `skey`, this batch's writes included.
+    fn load(&self, skey: &[u8]) -> Result<Option<Bytes>, KvError> {
+        if let Some(v) = self.pending.get(skey) {
+            return Ok(v.clone());
+        }
+        Ok(self
+            .store
+            .data()
+            .get(skey)?
+            .map(|v| Bytes::copy_from_slice(&v)))
+    }
+
+    /// Write this batch's changes to the store as one atomic batch; with
+    /// `sync`, fsync it before returning.
+    fn flush_pending(&mut self, sync: bool) -> Result<(), KvError> {
+        if self.pending.is_empty() && self.pending_expiry.is_empty() {
+            return Ok(());
+        }
+        let mut batch = self.store.batch();
+        if sync {
+            batch = batch.durability(Some(fjall::PersistMode::SyncData));
+        }
+        for (k, v) in self.pending.drain() {
+            match v {
+                Some(v) => batch.insert(self.store.data(), k, &*v),
+                None => batch.remove(self.store.data(), k),
+            }
+        }
+        for (k, add) in self.pending_expiry.drain(..) {
+            if add {
+                batch.insert(self.store.expiry(), k, []);
+            } else {
+                batch.remove(self.store.expiry(), k);
+            }
+        }
+        batch.commit()?;
+        Ok(())
     }
 
     fn key_op(
@@ -118,7 +163,7 @@ impl KvVnode {
     ) -> Result<KvResponse, KvError> {
         let now = self.clock.now_ms();
         let skey = store::data_key(self.partition, &bucket, hash, &key);
-        let stored = match self.store.data().get(&skey)? {
+        let stored = match self.load(&skey)? {
             Some(raw) => Some(Object::decode(&raw)?),
             None => None,
         };
@@ -132,12 +177,12 @@ impl KvVnode {
         let Applied { write, out } = apply::apply(op, live, &mut ctx);
         let after = match write {
             Write::None if expired => {
-                self.store.data().remove(skey)?;
+                self.pending.insert(skey, None);
                 None
             }
             Write::None => before,
             Write::Delete => {
-                self.store.data().remove(skey)?;
+                self.pending.insert(skey, None);
                 None
             }
             Write::Put(obj) => {
@@ -149,18 +194,17 @@ impl KvVnode {
                     };
                     return Ok(KvResponse::Reply(Reply::Error(err)));
                 }
-                self.store.data().insert(skey, &*obj.encode())?;
+                self.pending.insert(skey, Some(obj.encode()));
                 if let Some(at) = obj.expire_at {
                     if before != Some(Some(at)) {
                         let ek = store::expiry_key(self.partition, at, &bucket, &key);
-                        self.store.expiry().insert(ek, [])?;
+                        self.pending_expiry.push((ek, true));
                     }
                 }
                 Some(obj.expire_at)
             }
         };
         if before != after {
-            self.wrote = true;
             self.account(&bucket, before, after);
         }
         Ok(match out {
@@ -228,24 +272,19 @@ impl KvVnode {
     }
 
     fn flush(&mut self, bucket: Option<&Bytes>) -> Result<KvResponse, KvError> {
+        self.flush_pending(false)?;
         let prefix = match bucket {
             Some(b) => store::bucket_prefix(self.partition, b),
             None => self.partition.to_be_bytes().to_vec(),
         };
-        let mut batch = Vec::new();
+        // Removals join the batch's pending writes: one atomic write, and
+        // fsynced before the reply when the policy says so.
         for item in self.store.data().prefix(&prefix) {
-            batch.push(item.key()?);
-        }
-        for k in batch {
-            self.store.data().remove(k)?;
+            self.pending.insert(item.key()?.to_vec(), None);
         }
         if bucket.is_none() {
-            let mut stale = Vec::new();
             for item in self.store.expiry().prefix(self.partition.to_be_bytes()) {
-                stale.push(item.key()?);
-            }
-            for k in stale {
-                self.store.expiry().remove(k)?;
+                self.pending_expiry.push((item.key()?.to_vec(), false));
             }
         }
         match bucket {
@@ -254,7 +293,6 @@ impl KvVnode {
             }
             None => self.counts.clear(),
         }
-        self.wrote = true;
         Ok(KvResponse::Reply(Reply::Ok))
     }
 
@@ -289,25 +327,24 @@ impl KvVnode {
             due.push(item.key()?);
         }
         for ek in due {
-            self.store.expiry().remove(ek.clone())?;
             let Some((at, bucket, key)) = store::split_expiry_key(&ek) else {
+                self.pending_expiry.push((ek.to_vec(), false));
                 continue;
             };
             let hash = colony_core::key_hash(bucket, key);
             let skey = store::data_key(self.partition, bucket, hash, key);
-            let Some(raw) = self.store.data().get(&skey)? else {
-                continue;
-            };
             // The index is a hint: only the object's own expiry counts.
-            if Object::peek_expiry(&raw)? == Some(at) {
-                self.store.data().remove(skey)?;
-                let bucket = Bytes::copy_from_slice(bucket);
-                self.account(&bucket, Some(Some(at)), None);
-                metrics::counter!("colony_kv_expired_keys_total").increment(1);
+            if let Some(raw) = self.load(&skey)? {
+                if Object::peek_expiry(&raw)? == Some(at) {
+                    self.pending.insert(skey, None);
+                    let bucket = Bytes::copy_from_slice(bucket);
+                    self.account(&bucket, Some(Some(at)), None);
+                    metrics::counter!("colony_kv_expired_keys_total").increment(1);
+                }
             }
-            self.wrote = true;
+            self.pending_expiry.push((ek.to_vec(), false));
         }
-        Ok(())
+        self.flush_pending(false)
     }
 }
 
@@ -316,6 +353,12 @@ impl Vnode for KvVnode {
     type Reply = KvResponse;
 
     fn handle(&mut self, request: KvRequest) -> KvResponse {
+        if !matches!(request, KvRequest::Key { .. }) {
+            // Partition-wide requests read the store itself.
+            if let Err(e) = self.flush_pending(false) {
+                return KvResponse::Failed(e);
+            }
+        }
         let result = match request {
             KvRequest::Key {
                 bucket,
@@ -338,11 +381,9 @@ impl Vnode for KvVnode {
     }
 
     fn commit(&mut self, replies: &mut [KvResponse]) {
-        if !std::mem::take(&mut self.wrote) || self.store.fsync_policy() != FsyncPolicy::Always {
-            return;
-        }
-        if let Err(e) = self.store.sync() {
-            tracing::error!(partition = %self.partition, error = %e, "fsync failed; failing the batch");
+        let sync = self.store.fsync_policy() == FsyncPolicy::Always;
+        if let Err(e) = self.flush_pending(sync) {
+            tracing::error!(partition = %self.partition, error = %e, "writing the batch failed; failing its requests");
             for r in replies.iter_mut() {
                 *r = KvResponse::Failed(e.clone());
             }

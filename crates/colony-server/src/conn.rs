@@ -122,13 +122,15 @@ async fn run_batch(
     limits: &Limits,
 ) -> (bool, usize) {
     let mut queue: Vec<InFlight> = Vec::new();
+    let mut commands = 0u64;
+    let mut result = (false, 1);
     for _ in 0..MAX_BATCH {
         let args = match resp::parse_command(rbuf, limits) {
             Ok(Parsed::Command(args)) if args.is_empty() => continue,
             Ok(Parsed::Command(args)) => args,
             Ok(Parsed::Incomplete(need)) => {
-                drain(node, &mut queue, wbuf).await;
-                return (false, need);
+                result = (false, need);
+                break;
             }
             Err(e) => {
                 drain(node, &mut queue, wbuf).await;
@@ -136,45 +138,49 @@ async fn run_batch(
                     .protocol_errors_total
                     .fetch_add(1, Ordering::Relaxed);
                 resp::encode_error(wbuf, &format!("ERR {e}"));
-                return (true, 1);
+                result = (true, 1);
+                break;
             }
         };
-        node.stats.commands_total.fetch_add(1, Ordering::Relaxed);
+        commands += 1;
         let started = Instant::now();
         let (index, outcome) = cmd::dispatch(node, sess, args);
         let proto = sess.proto;
-        match outcome {
-            Outcome::Ready(r) => queue.push(InFlight {
-                index,
-                started,
-                proto,
-                fut: Box::pin(std::future::ready(r)),
-            }),
-            Outcome::Pending(fut) => queue.push(InFlight {
-                index,
-                started,
-                proto,
-                fut,
-            }),
+        let (fut, barrier) = match outcome {
+            Outcome::Ready(r) => (
+                Box::pin(std::future::ready(r)) as BoxFuture<'static, CmdResult>,
+                false,
+            ),
+            Outcome::Pending(fut) => (fut, false),
             Outcome::Barrier(fut) => {
+                // Everything before it completes first, and nothing after
+                // it is sent until it completes.
                 drain(node, &mut queue, wbuf).await;
-                queue.push(InFlight {
-                    index,
-                    started: Instant::now(),
-                    proto,
-                    fut,
-                });
-                drain(node, &mut queue, wbuf).await;
+                (fut, true)
             }
             Outcome::Close(r) => {
                 drain(node, &mut queue, wbuf).await;
                 finish(node, index, started, proto, r, wbuf);
-                return (true, 1);
+                result = (true, 1);
+                break;
             }
+        };
+        queue.push(InFlight {
+            index,
+            started,
+            proto,
+            fut,
+        });
+        if barrier {
+            drain(node, &mut queue, wbuf).await;
         }
     }
     drain(node, &mut queue, wbuf).await;
-    (false, 1)
+    // One shared counter update per batch, not per command.
+    node.stats
+        .commands_total
+        .fetch_add(commands, Ordering::Relaxed);
+    result
 }
 
 /// Await every queued command in order and encode its reply.

@@ -5,6 +5,7 @@
 use crate::error::http_error;
 use crate::state::NodeState;
 use axum::body::Bytes as Body;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,12 +16,16 @@ use colony_kv::{KeyOp, KvError, Object, Reply, Value};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone)]
 struct App {
     node: Arc<NodeState>,
     prometheus: PrometheusHandle,
+    /// Buckets whose `colony_kv_keys` gauge was last set above zero: when one
+    /// empties it drops out of the counts, and its gauge must be zeroed.
+    counted_buckets: Arc<Mutex<BTreeSet<String>>>,
 }
 
 pub fn router(node: Arc<NodeState>, prometheus: PrometheusHandle) -> Router {
@@ -35,8 +40,16 @@ pub fn router(node: Arc<NodeState>, prometheus: PrometheusHandle) -> Router {
             get(get_object).put(put_object).delete(delete_object),
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no_route", "no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async {
+            let msg = "method not allowed on this endpoint".into();
+            error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", msg)
+        })
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(App { node, prometheus })
+        .with_state(App {
+            node,
+            prometheus,
+            counted_buckets: Arc::default(),
+        })
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> Response {
@@ -67,15 +80,28 @@ fn bucket_name(b: &str) -> Result<Bytes, KvError> {
     Ok(Bytes::copy_from_slice(b.as_bytes()))
 }
 
-async fn get_object(
-    State(app): State<App>,
-    Path((bucket, key)): Path<(String, String)>,
-) -> Response {
-    let bucket = match bucket_name(&bucket) {
-        Ok(b) => b,
-        Err(e) => return kv_error(&e),
+/// Extractors are taken as `Result`s so that their rejections (a path that is
+/// not UTF-8, a malformed query, a body over the limit) are JSON errors like
+/// ours rather than axum's plain text.
+type ObjectPath = Result<Path<(String, String)>, PathRejection>;
+
+fn path_error(r: PathRejection) -> Response {
+    error(r.status(), "invalid_path", r.body_text())
+}
+
+/// Bucket and key of an object route, or the error response (boxed: a
+/// `Response` is large).
+fn object_path(path: ObjectPath) -> Result<(Bytes, Bytes), Box<Response>> {
+    let Path((bucket, key)) = path.map_err(|r| Box::new(path_error(r)))?;
+    let bucket = bucket_name(&bucket).map_err(|e| Box::new(kv_error(&e)))?;
+    Ok((bucket, Bytes::from(key)))
+}
+
+async fn get_object(State(app): State<App>, path: ObjectPath) -> Response {
+    let (bucket, key) = match object_path(path) {
+        Ok(p) => p,
+        Err(resp) => return *resp,
     };
-    let key = Bytes::from(key);
     match app.node.kv.object(&bucket, key, KeyOp::Fetch).await {
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such key".into()),
         Ok(Some(obj)) => object_response(obj),
@@ -128,13 +154,20 @@ fn object_response(obj: Object) -> Response {
 
 async fn put_object(
     State(app): State<App>,
-    Path((bucket, key)): Path<(String, String)>,
+    path: ObjectPath,
     headers: HeaderMap,
-    body: Body,
+    body: Result<Body, BytesRejection>,
 ) -> Response {
-    let bucket = match bucket_name(&bucket) {
+    let (bucket, key) = match object_path(path) {
+        Ok(p) => p,
+        Err(resp) => return *resp,
+    };
+    let body = match body {
         Ok(b) => b,
-        Err(e) => return kv_error(&e),
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(r.status(), "value_too_large", r.body_text())
+        }
+        Err(r) => return error(r.status(), "invalid_body", r.body_text()),
     };
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -145,26 +178,18 @@ async fn put_object(
         content_type,
     };
     let op = KeyOp::Put { object, nx: false };
-    match app.node.kv.call(&bucket, Bytes::from(key), op).await {
+    match app.node.kv.call(&bucket, key, op).await {
         Reply::Error(e) => kv_error(&e),
         _ => StatusCode::NO_CONTENT.into_response(),
     }
 }
 
-async fn delete_object(
-    State(app): State<App>,
-    Path((bucket, key)): Path<(String, String)>,
-) -> Response {
-    let bucket = match bucket_name(&bucket) {
-        Ok(b) => b,
-        Err(e) => return kv_error(&e),
+async fn delete_object(State(app): State<App>, path: ObjectPath) -> Response {
+    let (bucket, key) = match object_path(path) {
+        Ok(p) => p,
+        Err(resp) => return *resp,
     };
-    match app
-        .node
-        .kv
-        .call(&bucket, Bytes::from(key), KeyOp::Del)
-        .await
-    {
+    match app.node.kv.call(&bucket, key, KeyOp::Del).await {
         Reply::Error(e) => kv_error(&e),
         Reply::Int(1) => StatusCode::NO_CONTENT.into_response(),
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such key".into()),
@@ -179,12 +204,17 @@ struct ListQuery {
 
 async fn list_keys(
     State(app): State<App>,
-    Path(bucket): Path<String>,
-    Query(q): Query<ListQuery>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
-    let bucket = match bucket_name(&bucket) {
-        Ok(b) => b,
-        Err(e) => return kv_error(&e),
+    let bucket = match path.map(|Path(b)| bucket_name(&b)) {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return kv_error(&e),
+        Err(r) => return path_error(r),
+    };
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(r) => return error(r.status(), "invalid_query", r.body_text()),
     };
     let cursor = match q.page.as_deref().map(str::parse::<u64>) {
         None => 0,
@@ -245,10 +275,21 @@ async fn node_info(State(app): State<App>) -> Response {
 async fn metrics(State(app): State<App>) -> Response {
     let node = &app.node;
     if let Ok(counts) = node.kv.counts().await {
+        let mut live = BTreeSet::new();
         for (bucket, c) in counts {
             let b = String::from_utf8_lossy(&bucket).into_owned();
             metrics::gauge!("colony_kv_keys", "bucket" => b.clone()).set(c.keys as f64);
-            metrics::gauge!("colony_kv_expiring_keys", "bucket" => b).set(c.expires as f64);
+            metrics::gauge!("colony_kv_expiring_keys", "bucket" => b.clone()).set(c.expires as f64);
+            live.insert(b);
+        }
+        // `counts` leaves out empty buckets; their gauges would otherwise keep
+        // the last count forever.
+        if let Ok(mut counted) = app.counted_buckets.lock() {
+            for gone in counted.difference(&live) {
+                metrics::gauge!("colony_kv_keys", "bucket" => gone.clone()).set(0.0);
+                metrics::gauge!("colony_kv_expiring_keys", "bucket" => gone.clone()).set(0.0);
+            }
+            *counted = live;
         }
     }
     metrics::gauge!("colony_storage_disk_bytes").set(node.kv.disk_bytes() as f64);
