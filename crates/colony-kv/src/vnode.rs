@@ -115,16 +115,17 @@ impl KvVnode {
         })
     }
 
-    /// The stored bytes under `skey`, this batch's writes included.
-    fn load(&self, skey: &[u8]) -> Result<Option<Bytes>, KvError> {
+    /// Apply `f` to the stored bytes under `skey`, this batch's writes
+    /// included (no copy of the stored value is made).
+    fn with_stored<T>(
+        &self,
+        skey: &[u8],
+        f: impl FnOnce(&[u8]) -> Result<T, KvError>,
+    ) -> Result<Option<T>, KvError> {
         if let Some(v) = self.pending.get(skey) {
-            return Ok(v.clone());
+            return v.as_deref().map(f).transpose();
         }
-        Ok(self
-            .store
-            .data()
-            .get(skey)?
-            .map(|v| Bytes::copy_from_slice(&v)))
+        self.store.data().get(skey)?.as_deref().map(f).transpose()
     }
 
     /// Write this batch's changes to the store as one atomic batch; with
@@ -163,10 +164,7 @@ impl KvVnode {
     ) -> Result<KvResponse, KvError> {
         let now = self.clock.now_ms();
         let skey = store::data_key(self.partition, &bucket, hash, &key);
-        let stored = match self.load(&skey)? {
-            Some(raw) => Some(Object::decode(&raw)?),
-            None => None,
-        };
+        let stored = self.with_stored(&skey, Object::decode)?;
         let before = stored.as_ref().map(|o| o.expire_at);
         let live = stored.filter(|o| !o.is_expired(now));
         let expired = before.is_some() && live.is_none();
@@ -334,13 +332,11 @@ impl KvVnode {
             let hash = colony_core::key_hash(bucket, key);
             let skey = store::data_key(self.partition, bucket, hash, key);
             // The index is a hint: only the object's own expiry counts.
-            if let Some(raw) = self.load(&skey)? {
-                if Object::peek_expiry(&raw)? == Some(at) {
-                    self.pending.insert(skey, None);
-                    let bucket = Bytes::copy_from_slice(bucket);
-                    self.account(&bucket, Some(Some(at)), None);
-                    metrics::counter!("colony_kv_expired_keys_total").increment(1);
-                }
+            if self.with_stored(&skey, Object::peek_expiry)? == Some(Some(at)) {
+                self.pending.insert(skey, None);
+                let bucket = Bytes::copy_from_slice(bucket);
+                self.account(&bucket, Some(Some(at)), None);
+                metrics::counter!("colony_kv_expired_keys_total").increment(1);
             }
             self.pending_expiry.push((ek.to_vec(), false));
         }

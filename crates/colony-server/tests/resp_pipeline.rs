@@ -1,6 +1,7 @@
 //! Pipelined commands run concurrently inside Colony, but a client must see
 //! them take effect in the order it sent them, including around commands
 //! that need several rounds (RENAME, SMOVE, *STORE, FLUSHDB, SELECT).
+#![allow(clippy::unwrap_used)]
 
 use colony_testkit::{target_from_env, Node, NodeOptions};
 use redis::Value;
