@@ -6,6 +6,8 @@
 //! - feeding the same bytes in small chunks gives the same commands and the same
 //!   ending (incomplete or error) as feeding them at once, and an `Incomplete(n)`
 //!   never asks for more bytes than the command it was waiting for needed.
+//!
+//! The first input byte picks the chunk size (1 to 16); the rest is the stream.
 #![no_main]
 
 use bytes::{Bytes, BytesMut};

@@ -74,6 +74,9 @@ pub struct StartArgs {
     /// Most concurrent client connections [default: 10000]
     #[arg(long)]
     pub max_clients: Option<usize>,
+    /// Worker threads serving clients [default: the number of CPU cores]
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Block cache of the store, in MiB [default: 64]
     #[arg(long)]
     pub cache_mib: Option<u64>,
@@ -95,6 +98,7 @@ pub struct NodeConfig {
     pub max_multibulk: usize,
     pub max_clients: usize,
     pub cache_bytes: u64,
+    pub threads: usize,
 }
 
 impl NodeConfig {
@@ -139,6 +143,11 @@ impl NodeConfig {
             max_multibulk: pick!(max_multibulk, 1024 * 1024),
             max_clients: pick!(max_clients, 10_000),
             cache_bytes: pick!(cache_mib, 64) * 1024 * 1024,
+            threads: pick!(
+                threads,
+                std::thread::available_parallelism().map_or(2, |n| n.get())
+            )
+            .max(1),
         })
     }
 

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use colony_server::config::{Cli, Command, NodeConfig};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 // glibc's malloc was a third of the CPU profile under pipelined load (arena
@@ -17,10 +18,12 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = match cli.command {
         Command::Start(flags) => NodeConfig::resolve(flags).and_then(|config| {
             tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.threads)
                 .enable_all()
                 .thread_name("colony")
                 .build()?
