@@ -20,6 +20,7 @@ pub mod store;
 pub mod vnode;
 
 mod apply;
+mod cache;
 pub mod multi;
 
 pub use clock::{Clock, SystemClock};

@@ -114,6 +114,23 @@ impl Object {
         out.freeze()
     }
 
+    /// A copy that shares no buffer with the original. Values parsed from a
+    /// client are slices of its read buffer; anything kept for long (a
+    /// cache entry) must not pin that whole buffer in memory.
+    pub fn detached(&self) -> Self {
+        let copy = |b: &Bytes| Bytes::copy_from_slice(b);
+        let value = match &self.value {
+            Value::Str(s) => Value::Str(copy(s)),
+            Value::Hash(h) => Value::Hash(h.iter().map(|(f, v)| (copy(f), copy(v))).collect()),
+            Value::Set(s) => Value::Set(s.iter().map(copy).collect()),
+        };
+        Self {
+            value,
+            expire_at: self.expire_at,
+            content_type: self.content_type.as_ref().map(copy),
+        }
+    }
+
     /// Size of the value itself, which the value-size limit applies to.
     pub fn payload_size(&self) -> usize {
         self.payload_size_hint()

@@ -78,6 +78,11 @@ impl KvService {
         self.store.disk_bytes()
     }
 
+    /// (memtable bytes, block cache bytes) of the store.
+    pub fn memory_bytes(&self) -> (u64, u64) {
+        (self.store.write_buffer_bytes(), self.store.cache_bytes())
+    }
+
     /// Requests waiting in vnode mailboxes, summed.
     pub fn queued_requests(&self) -> usize {
         self.vnodes.handles().iter().map(|h| h.queue_len()).sum()

@@ -128,6 +128,16 @@ impl Store {
         Ok(())
     }
 
+    /// Memory held by memtables (active and sealed, not yet flushed).
+    pub fn write_buffer_bytes(&self) -> u64 {
+        self.db.write_buffer_size()
+    }
+
+    /// Memory held by the block cache.
+    pub fn cache_bytes(&self) -> u64 {
+        self.db.cache_size()
+    }
+
     /// Bytes the store occupies on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.db.disk_space().unwrap_or(0)

@@ -1,6 +1,7 @@
 //! The KV vnode: the state of one partition, applying operations atomically.
 
 use crate::apply::{self, Applied, Ctx, Out, Write};
+use crate::cache::ObjectCache;
 use crate::store::{self, FsyncPolicy, Store};
 use crate::{glob, Clock, KeyOp, KvError, Object, Reply, ValueKind};
 use bytes::Bytes;
@@ -11,6 +12,11 @@ use rand::SeedableRng;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Decoded objects a vnode keeps in memory (see `cache`), and the largest
+/// object it will keep: 64 vnodes hold at most 64 MiB of cached values.
+const CACHE_ENTRIES: usize = 256;
+const CACHE_OBJECT_BYTES: usize = 4096;
 
 /// Most expired keys removed by one tick of active expiry.
 const EXPIRE_PER_TICK: usize = 2000;
@@ -80,6 +86,7 @@ pub struct KvVnode {
     pending: HashMap<Vec<u8>, Option<Bytes>>,
     /// Expiry index entries to add (true) or remove (false) with the batch.
     pending_expiry: Vec<(Vec<u8>, bool)>,
+    cache: ObjectCache,
 }
 
 impl KvVnode {
@@ -111,6 +118,7 @@ impl KvVnode {
             rng: SmallRng::seed_from_u64(seed),
             counts,
             pending: HashMap::new(),
+            cache: ObjectCache::new(CACHE_ENTRIES, CACHE_OBJECT_BYTES),
             pending_expiry: Vec::new(),
         })
     }
@@ -164,7 +172,16 @@ impl KvVnode {
     ) -> Result<KvResponse, KvError> {
         let now = self.clock.now_ms();
         let skey = store::data_key(self.partition, &bucket, hash, &key);
-        let stored = self.with_stored(&skey, Object::decode)?;
+        let stored = match self.cache.get(&skey) {
+            Some(o) => Some(o),
+            None => {
+                let o = self.with_stored(&skey, Object::decode)?;
+                if let Some(o) = &o {
+                    self.cache.put(&skey, o);
+                }
+                o
+            }
+        };
         let before = stored.as_ref().map(|o| o.expire_at);
         let live = stored.filter(|o| !o.is_expired(now));
         let expired = before.is_some() && live.is_none();
@@ -175,11 +192,13 @@ impl KvVnode {
         let Applied { write, out } = apply::apply(op, live, &mut ctx);
         let after = match write {
             Write::None if expired => {
+                self.cache.remove(&skey);
                 self.pending.insert(skey, None);
                 None
             }
             Write::None => before,
             Write::Delete => {
+                self.cache.remove(&skey);
                 self.pending.insert(skey, None);
                 None
             }
@@ -192,6 +211,7 @@ impl KvVnode {
                     };
                     return Ok(KvResponse::Reply(Reply::Error(err)));
                 }
+                self.cache.put(&skey, &obj);
                 self.pending.insert(skey, Some(obj.encode()));
                 if let Some(at) = obj.expire_at {
                     if before != Some(Some(at)) {
@@ -271,6 +291,7 @@ impl KvVnode {
 
     fn flush(&mut self, bucket: Option<&Bytes>) -> Result<KvResponse, KvError> {
         self.flush_pending(false)?;
+        self.cache.clear();
         let prefix = match bucket {
             Some(b) => store::bucket_prefix(self.partition, b),
             None => self.partition.to_be_bytes().to_vec(),
@@ -333,6 +354,7 @@ impl KvVnode {
             let skey = store::data_key(self.partition, bucket, hash, key);
             // The index is a hint: only the object's own expiry counts.
             if self.with_stored(&skey, Object::peek_expiry)? == Some(Some(at)) {
+                self.cache.remove(&skey);
                 self.pending.insert(skey, None);
                 let bucket = Bytes::copy_from_slice(bucket);
                 self.account(&bucket, Some(Some(at)), None);

@@ -293,6 +293,9 @@ async fn metrics(State(app): State<App>) -> Response {
         }
     }
     metrics::gauge!("colony_storage_disk_bytes").set(node.kv.disk_bytes() as f64);
+    let (write_buffer, cache) = node.kv.memory_bytes();
+    metrics::gauge!("colony_storage_write_buffer_bytes").set(write_buffer as f64);
+    metrics::gauge!("colony_storage_cache_bytes").set(cache as f64);
     metrics::gauge!("colony_process_resident_memory_bytes").set(crate::info::rss_bytes() as f64);
     metrics::gauge!("colony_vnode_queued_requests").set(node.kv.queued_requests() as f64);
     let mut resp = app.prometheus.render().into_response();

@@ -129,12 +129,14 @@ fn colony(node: &NodeState) -> String {
     let c = &node.config;
     format!(
         "node_name:{}\r\nring_size:{}\r\nring_version:{}\r\nfsync:{}\r\ndata_dir:{}\r\n\
-         storage_disk_bytes:{}\r\n",
+         storage_disk_bytes:{}\r\nstorage_write_buffer_bytes:{}\r\nstorage_cache_bytes:{}\r\n",
         c.node_name,
         c.ring_size,
         node.kv.ring().version(),
         c.fsync_name(),
         c.data_dir.display(),
         node.kv.disk_bytes(),
+        node.kv.memory_bytes().0,
+        node.kv.memory_bytes().1,
     )
 }

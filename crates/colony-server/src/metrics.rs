@@ -25,6 +25,15 @@ pub fn install() -> PrometheusHandle {
             // Fails only if another recorder is installed; then ours just
             // renders nothing, which is not worth stopping the node for.
             let _ = metrics::set_global_recorder(recorder);
+            // Histograms keep every sample until drained; without a scrape
+            // they would grow without bound. Upkeep folds them in.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("colony-metrics".into())
+                .spawn(move || loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                });
             handle
         })
         .clone()
