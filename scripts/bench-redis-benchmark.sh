@@ -14,6 +14,7 @@
 #   BENCH_TIMEOUT=900  seconds any single benchmark command may take
 #
 # Only loopback addresses are used. Everything started here is stopped on exit.
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
 N=${N:-1000000}
@@ -24,71 +25,15 @@ SKIP_COLONY=${SKIP_COLONY:-0}
 SKIP_MEMORY=${SKIP_MEMORY:-0}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-900}
 TESTS=set,get,incr,sadd,hset
-HOST=127.0.0.1
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/colony-vs-redis.XXXXXX")
-PIDS=()
+# shellcheck source=lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
+PORT_BASE=20000 PORT_SPAN=20000
+bench_init colony-vs-redis
 
-log() { echo "[bench] $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-cleanup() {
-    local pid i
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for i in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-for tool in redis-server redis-cli redis-benchmark timeout; do
-    command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y redis-server redis-tools)"
-done
-
-# A port nobody listens on, from a range away from the usual defaults.
-TAKEN=" "
-free_port() {
-    local port i
-    for i in $(seq 1 200); do
-        port=$((20000 + RANDOM % 20000))
-        case "$TAKEN" in *" $port "*) continue ;; esac
-        if ! (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
-            TAKEN="$TAKEN$port "
-            echo "$port"
-            return 0
-        fi
-    done
-    die "no free loopback port found"
-}
-
-# Polls PING until PONG; gives up after ~30 s or if the process died.
-wait_ready() {
-    local name=$1 port=$2 pid=$3 i
-    for i in $(seq 1 300); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 20 "$WORK/$name.log" >&2 2>/dev/null || true
-            die "$name exited during startup (its log is above)"
-        fi
-        if [ "$(redis-cli -h "$HOST" -p "$port" ping 2>/dev/null)" = "PONG" ]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "$name did not answer PING on $HOST:$port"
-}
-
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+require_tools redis-server redis-cli redis-benchmark timeout
 
 log "building colony-bench"
 (cd "$ROOT" && cargo build --release -q -p colony-bench)
