@@ -21,6 +21,7 @@ pub mod vnode;
 
 mod apply;
 mod cache;
+mod counts;
 pub mod multi;
 
 pub use clock::{Clock, SystemClock};

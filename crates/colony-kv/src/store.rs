@@ -50,6 +50,7 @@ pub struct Store {
     db: Database,
     data: Keyspace,
     expiry: Keyspace,
+    counts: Keyspace,
     fsync: FsyncPolicy,
     stop: Arc<AtomicBool>,
 }
@@ -69,6 +70,7 @@ impl Store {
         let data = db.keyspace("data", KeyspaceCreateOptions::default)?;
         let expiry = db.keyspace("expiry", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let counts = db.keyspace("counts", KeyspaceCreateOptions::default)?;
         let marker = config.path.join(MARKER);
         match meta.get(FORMAT_KEY)? {
             Some(v) if &*v == FORMAT => {}
@@ -100,6 +102,7 @@ impl Store {
             db,
             data,
             expiry,
+            counts,
             fsync: config.fsync,
             stop,
         }))
@@ -115,6 +118,10 @@ impl Store {
 
     pub fn expiry(&self) -> &Keyspace {
         &self.expiry
+    }
+
+    pub fn counts(&self) -> &Keyspace {
+        &self.counts
     }
 
     /// A new atomic write batch (flushed to the OS on commit).

@@ -2,6 +2,8 @@
 
 use crate::apply::{self, Applied, Ctx, Out, Write};
 use crate::cache::ObjectCache;
+pub use crate::counts::BucketCount;
+use crate::counts::Counts;
 use crate::store::{self, FsyncPolicy, Store};
 use crate::{glob, Clock, KeyOp, KvError, Object, Reply, ValueKind};
 use bytes::Bytes;
@@ -48,12 +50,6 @@ pub enum KvRequest {
     },
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BucketCount {
-    pub keys: u64,
-    pub expires: u64,
-}
-
 #[derive(Debug)]
 pub enum KvResponse {
     Reply(Reply),
@@ -79,7 +75,7 @@ pub struct KvVnode {
     clock: Arc<dyn Clock>,
     limits: Limits,
     rng: SmallRng,
-    counts: BTreeMap<Bytes, BucketCount>,
+    counts: Counts,
     /// Writes of the batch being handled, by storage key (None deletes).
     /// Reads look here first; `commit` writes them as one atomic batch, so
     /// a batch of requests costs one journal write (and one fsync).
@@ -98,17 +94,7 @@ impl KvVnode {
         clock: Arc<dyn Clock>,
         limits: Limits,
     ) -> Result<Self, KvError> {
-        let mut counts: BTreeMap<Bytes, BucketCount> = BTreeMap::new();
-        for item in store.data().prefix(partition.to_be_bytes()) {
-            let (k, v) = item.into_inner()?;
-            let (bucket, _, _) = store::split_data_key(&k).ok_or_else(|| {
-                KvError::Corrupt(format!("malformed key in partition {partition}"))
-            })?;
-            let expires = Object::peek_expiry(&v)?.is_some();
-            let c = counts.entry(Bytes::copy_from_slice(bucket)).or_default();
-            c.keys += 1;
-            c.expires += u64::from(expires);
-        }
+        let counts = Counts::load(&store, partition)?;
         let seed = u64::from(partition.0) ^ clock.now_ms();
         Ok(Self {
             partition,
@@ -139,7 +125,7 @@ impl KvVnode {
     /// Write this batch's changes to the store as one atomic batch; with
     /// `sync`, fsync it before returning.
     fn flush_pending(&mut self, sync: bool) -> Result<(), KvError> {
-        if self.pending.is_empty() && self.pending_expiry.is_empty() {
+        if self.pending.is_empty() && self.pending_expiry.is_empty() && !self.counts.is_dirty() {
             return Ok(());
         }
         let mut batch = self.store.batch();
@@ -159,6 +145,7 @@ impl KvVnode {
                 batch.remove(self.store.expiry(), k);
             }
         }
+        self.counts.write_dirty(&self.store, &mut batch);
         batch.commit()?;
         Ok(())
     }
@@ -233,15 +220,7 @@ impl KvVnode {
 
     /// Keep the per-bucket key and expiry counts in step with a change.
     fn account(&mut self, bucket: &Bytes, before: Option<Option<u64>>, after: Option<Option<u64>>) {
-        let c = self.counts.entry(bucket.clone()).or_default();
-        if let Some(exp) = before {
-            c.keys = c.keys.saturating_sub(1);
-            c.expires = c.expires.saturating_sub(u64::from(exp.is_some()));
-        }
-        if let Some(exp) = after {
-            c.keys += 1;
-            c.expires += u64::from(exp.is_some());
-        }
+        self.counts.account(bucket, before, after);
     }
 
     fn scan(
@@ -306,12 +285,7 @@ impl KvVnode {
                 self.pending_expiry.push((item.key()?.to_vec(), false));
             }
         }
-        match bucket {
-            Some(b) => {
-                self.counts.remove(b);
-            }
-            None => self.counts.clear(),
-        }
+        self.counts.clear(bucket);
         Ok(KvResponse::Reply(Reply::Ok))
     }
 
@@ -391,7 +365,7 @@ impl Vnode for KvVnode {
                 pattern,
                 kind,
             } => self.scan(&bucket, from, count, pattern.as_deref(), kind),
-            KvRequest::Count => Ok(KvResponse::Counts(self.counts.clone())),
+            KvRequest::Count => Ok(KvResponse::Counts(self.counts.snapshot())),
             KvRequest::Flush { bucket } => self.flush(bucket.as_ref()),
             KvRequest::RandomKey { bucket, from } => self.random_key(&bucket, from),
         };
