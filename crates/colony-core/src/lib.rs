@@ -12,9 +12,11 @@ pub mod error;
 pub mod id;
 pub mod partition;
 pub mod ring;
+pub mod secret;
 pub mod vnode;
 
 pub use error::CoreError;
 pub use id::{NodeId, PartitionId, RingVersion};
 pub use partition::{key_hash, Partitioner};
 pub use ring::Ring;
+pub use secret::ClusterSecret;
