@@ -23,6 +23,9 @@ pub enum CoreError {
     /// The ring size is not a power of two in the allowed range.
     #[error("ring size {0} is invalid: it must be a power of two from 1 to 1024")]
     InvalidRingSize(u32),
+    /// A ring document that cannot be used, or a ring change that is not allowed.
+    #[error("{0}")]
+    BadRing(String),
 }
 
 impl CoreError {

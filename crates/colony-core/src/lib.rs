@@ -18,5 +18,5 @@ pub mod vnode;
 pub use error::CoreError;
 pub use id::{NodeId, PartitionId, RingVersion};
 pub use partition::{key_hash, Partitioner};
-pub use ring::Ring;
+pub use ring::{Member, MemberStatus, Move, Plan, Ring};
 pub use secret::ClusterSecret;

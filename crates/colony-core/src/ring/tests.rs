@@ -1,0 +1,245 @@
+use super::*;
+use proptest::prelude::*;
+
+fn n(i: usize) -> NodeId {
+    NodeId::new(format!("node{i}"))
+}
+
+fn three() -> Ring {
+    let mut r = Ring::new(7, n(0), "a0".into(), 64, 3).unwrap();
+    r.stage_join(&n(1), "a1".into());
+    r.stage_join(&n(2), "a2".into());
+    r.commit();
+    finish_all(&mut r);
+    r
+}
+
+/// Complete every transfer, as the owners would once the data is across.
+fn finish_all(r: &mut Ring) {
+    for m in r.transfers() {
+        r.complete(m.partition, &m.from).unwrap();
+    }
+}
+
+#[test]
+fn single_node_owns_every_partition() {
+    let me = NodeId::new("solo");
+    let ring = Ring::single(me.clone(), 64).unwrap();
+    assert_eq!(ring.ring_size(), 64);
+    assert_eq!(ring.owned_by(&me).count(), 64);
+    assert!(ring.transfers().is_empty());
+}
+
+#[test]
+fn join_plans_transfers_and_ownership_switches_only_on_completion() {
+    let mut r = Ring::new(7, n(0), "a0".into(), 64, 3).unwrap();
+    r.stage_join(&n(1), "a1".into());
+    let plan = r.plan();
+    assert_eq!(
+        plan.members,
+        vec![(n(1), MemberStatus::Joining, MemberStatus::Valid)]
+    );
+    assert_eq!(plan.transfers.len(), 32);
+    assert_eq!(r.owned_by(&n(0)).count(), 64, "planning changes nothing");
+    r.commit();
+    assert_eq!(r.member(&n(1)).unwrap().status, MemberStatus::Valid);
+    assert_eq!(r.transfers().len(), 32);
+    assert_eq!(
+        r.owned_by(&n(0)).count(),
+        64,
+        "nothing moves before transfers finish"
+    );
+    let first = r.transfers()[0].clone();
+    assert_eq!(r.complete(first.partition, &first.from).unwrap(), n(1));
+    assert_eq!(r.owner(first.partition), Some(&n(1)));
+    assert_eq!(r.next(first.partition), None);
+    assert!(r.complete(first.partition, &first.from).is_err());
+    finish_all(&mut r);
+    assert_eq!(r.owned_by(&n(1)).count(), 32);
+    assert!(r.plan().is_empty());
+}
+
+#[test]
+fn leave_hands_everything_off_then_the_member_has_left() {
+    let mut r = three();
+    r.stage_join(&n(3), "a3".into());
+    r.commit();
+    finish_all(&mut r);
+    r.stage_leave(&n(2)).unwrap();
+    assert_eq!(r.member(&n(2)).unwrap().status, MemberStatus::Leaving);
+    r.commit();
+    assert_eq!(r.member(&n(2)).unwrap().status, MemberStatus::Exiting);
+    let leaving = r.owned_by(&n(2)).count();
+    let transfers = r.transfers();
+    assert_eq!(transfers.iter().filter(|t| t.from == n(2)).count(), leaving);
+    assert!(
+        transfers.len() <= leaving + 12,
+        "{} moves to hand off {leaving}",
+        transfers.len()
+    );
+    finish_all(&mut r);
+    assert_eq!(r.owned_by(&n(2)).count(), 0);
+    assert_eq!(r.member(&n(2)).unwrap().status, MemberStatus::Left);
+    assert_eq!(
+        r.owned_by(&n(0)).count() + r.owned_by(&n(1)).count() + r.owned_by(&n(3)).count(),
+        64
+    );
+}
+
+#[test]
+fn the_last_member_cannot_leave_and_clear_undoes_staging() {
+    let mut r = Ring::new(7, n(0), "a0".into(), 64, 3).unwrap();
+    assert!(r.stage_leave(&n(0)).is_err());
+    assert!(r.mark_down(&n(0)).is_err());
+    r.stage_join(&n(1), "a1".into());
+    assert_eq!(r.clear(), 1);
+    assert!(r.plan().is_empty());
+    assert_eq!(r.member(&n(1)).unwrap().status, MemberStatus::Left);
+}
+
+#[test]
+fn down_member_partitions_move_at_once() {
+    let mut r = three();
+    r.mark_down(&n(1)).unwrap();
+    let plan = r.commit();
+    assert!(plan.transfers.iter().all(|t| t.from != n(1)));
+    assert_eq!(plan.forced.len(), 21.max(plan.forced.len()));
+    assert_eq!(r.owned_by(&n(1)).count(), 0);
+}
+
+#[test]
+fn merge_rejects_other_clusters_and_decode_checks_owners() {
+    let mut a = three();
+    let b = Ring::new(8, n(0), "a0".into(), 64, 3).unwrap();
+    assert!(a.merge(&b).is_err());
+    let round = Ring::decode(&a.encode()).unwrap();
+    assert_eq!(round, a);
+    assert!(Ring::decode(b"garbage").is_err());
+}
+
+#[test]
+fn a_completed_move_survives_a_concurrent_commit() {
+    let mut base = Ring::new(7, n(0), "a0".into(), 64, 3).unwrap();
+    base.stage_join(&n(1), "a1".into());
+    base.commit();
+    let t = base.transfers()[0].clone();
+    // The owner completes while another node, unaware, stages and commits.
+    let mut owner_view = base.clone();
+    owner_view.complete(t.partition, &t.from).unwrap();
+    let mut other = base.clone();
+    other.stage_join(&n(2), "a2".into());
+    other.commit();
+    let mut merged = owner_view.clone();
+    merged.merge(&other).unwrap();
+    assert_eq!(merged.owner(t.partition), Some(&t.to));
+    let mut merged2 = other.clone();
+    merged2.merge(&owner_view).unwrap();
+    assert_eq!(merged, merged2);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Join(usize),
+    Leave(usize),
+    Down(usize),
+    Commit,
+    Complete(usize),
+    Clear,
+}
+
+fn op() -> impl Strategy<Value = (usize, Op)> {
+    let o = prop_oneof![
+        (1usize..6).prop_map(Op::Join),
+        (0usize..6).prop_map(Op::Leave),
+        (0usize..6).prop_map(Op::Down),
+        Just(Op::Commit),
+        (0usize..64).prop_map(Op::Complete),
+        Just(Op::Clear),
+    ];
+    (0usize..3, o)
+}
+
+fn apply(r: &mut Ring, op: &Op) {
+    match op {
+        Op::Join(i) => {
+            r.stage_join(&n(*i), format!("a{i}"));
+        }
+        Op::Leave(i) => {
+            let _ = r.stage_leave(&n(*i));
+        }
+        Op::Down(i) => {
+            let _ = r.mark_down(&n(*i));
+        }
+        Op::Commit => {
+            r.commit();
+        }
+        Op::Complete(k) => {
+            let t = r.transfers();
+            if !t.is_empty() {
+                let m = &t[k % t.len()];
+                r.complete(m.partition, &m.from).unwrap();
+            }
+        }
+        Op::Clear => {
+            r.clear();
+        }
+    }
+}
+
+proptest! {
+    /// Three replicas change the ring concurrently and merge at random
+    /// moments: merge is commutative, associative and idempotent, and once
+    /// every replica has merged every other they hold one ring.
+    #[test]
+    fn merge_is_a_semilattice_and_replicas_converge(
+        ops in proptest::collection::vec(op(), 1..60),
+        syncs in proptest::collection::vec((0usize..3, 0usize..3), 0..20),
+    ) {
+        let base = three();
+        let mut reps = [base.clone(), base.clone(), base];
+        for (k, (who, o)) in ops.iter().enumerate() {
+            apply(&mut reps[*who], o);
+            if let Some((a, b)) = syncs.get(k) {
+                let other = reps[*b].clone();
+                reps[*a].merge(&other).unwrap();
+            }
+        }
+        let (a, b, c) = (&reps[0], &reps[1], &reps[2]);
+        let mut ab = a.clone(); ab.merge(b).unwrap();
+        let mut ba = b.clone(); ba.merge(a).unwrap();
+        prop_assert_eq!(&ab, &ba);
+        let mut ab_c = ab.clone(); ab_c.merge(c).unwrap();
+        let mut bc = b.clone(); bc.merge(c).unwrap();
+        let mut a_bc = a.clone(); a_bc.merge(&bc).unwrap();
+        prop_assert_eq!(&ab_c, &a_bc);
+        let mut again = ab_c.clone();
+        prop_assert!(!again.merge(&ab_c).unwrap());
+        prop_assert_eq!(again.digest(), ab_c.digest());
+        // Every partition's owner is still a member.
+        for i in 0..64u16 {
+            let o = ab_c.owner(PartitionId(i)).unwrap();
+            prop_assert!(ab_c.member(o).is_some());
+        }
+    }
+
+    /// Driving a ring to quiescence (commit, finish transfers) leaves it
+    /// balanced over the claiming members.
+    #[test]
+    fn quiescent_rings_are_balanced(ops in proptest::collection::vec(op(), 1..40)) {
+        let mut r = three();
+        for (_, o) in &ops {
+            apply(&mut r, o);
+        }
+        for _ in 0..4 {
+            r.commit();
+            finish_all(&mut r);
+        }
+        prop_assert!(r.plan().transfers.is_empty());
+        let claimants = r.claimants();
+        let q = 64usize;
+        for m in &claimants {
+            let c = r.owned_by(m).count();
+            prop_assert!(c <= q.div_ceil(claimants.len()) + 1, "{} owns {}", m, c);
+        }
+    }
+}
