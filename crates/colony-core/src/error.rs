@@ -1,8 +1,10 @@
 //! Errors of the distribution layer.
 
 use crate::PartitionId;
+use std::net::SocketAddr;
 
-/// What can go wrong when routing a request to a vnode.
+/// What can go wrong in the distribution layer: routing a request to a vnode,
+/// or starting membership.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum CoreError {
     /// The vnode's mailbox is full: the node is saturated. Retry later.
@@ -23,6 +25,12 @@ pub enum CoreError {
     /// The ring size is not a power of two in the allowed range.
     #[error("ring size {0} is invalid: it must be a power of two from 1 to 1024")]
     InvalidRingSize(u32),
+    /// Membership could not open its gossip socket or start gossiping.
+    #[error("gossip on {addr} is unavailable: {reason}")]
+    GossipUnavailable { addr: SocketAddr, reason: String },
+    /// A membership setting is out of range.
+    #[error("invalid membership setting: {0}")]
+    InvalidMembershipConfig(String),
 }
 
 impl CoreError {
