@@ -1,8 +1,10 @@
 //! Errors of the distribution layer.
 
 use crate::PartitionId;
+use std::net::SocketAddr;
 
-/// What can go wrong when routing a request to a vnode.
+/// What can go wrong in the distribution layer: routing a request to a vnode,
+/// or starting membership.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum CoreError {
     /// The vnode's mailbox is full: the node is saturated. Retry later.
@@ -26,6 +28,12 @@ pub enum CoreError {
     /// A ring document that cannot be used, or a ring change that is not allowed.
     #[error("{0}")]
     BadRing(String),
+    /// Membership could not open its gossip socket or start gossiping.
+    #[error("gossip on {addr} is unavailable: {reason}")]
+    GossipUnavailable { addr: SocketAddr, reason: String },
+    /// A membership setting is out of range.
+    #[error("invalid membership setting: {0}")]
+    InvalidMembershipConfig(String),
 }
 
 impl CoreError {

@@ -3,13 +3,16 @@
 //! Owns node identity, key hashing and partitioning, the ring (which node owns
 //! which partition, and the claim that decides it), and the vnode runtime: one
 //! task per partition with a bounded mailbox, supervised and restarted when it
-//! panics. Later it owns membership, cluster RPC and handoff too.
+//! panics; and membership: who is in the cluster, what each member gossips
+//! about itself, and which members answer (authenticated gossip with a
+//! failure detector). Later it owns cluster RPC and handoff too.
 //!
 //! It knows nothing of values, Redis or HTTP: a service (the KV store is the
 //! first) plugs in by implementing [`vnode::Vnode`].
 
 pub mod error;
 pub mod id;
+pub mod membership;
 pub mod partition;
 pub mod ring;
 pub mod secret;
@@ -17,6 +20,7 @@ pub mod vnode;
 
 pub use error::CoreError;
 pub use id::{NodeId, PartitionId, RingVersion};
+pub use membership::{AuthUdpTransport, Membership, MembershipConfig, Peer};
 pub use partition::{key_hash, Partitioner};
 pub use ring::{Member, MemberStatus, Move, Plan, Ring};
 pub use secret::ClusterSecret;
