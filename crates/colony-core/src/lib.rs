@@ -3,7 +3,8 @@
 //! Owns node identity, key hashing and partitioning, the ring (which node owns
 //! which partition, and the claim that decides it), and the vnode runtime: one
 //! task per partition with a bounded mailbox, supervised and restarted when it
-//! panics. Later it owns membership, cluster RPC and handoff too.
+//! panics; and cluster RPC: authenticated, multiplexed connections between
+//! nodes. Later it owns membership and handoff too.
 //!
 //! It knows nothing of values, Redis or HTTP: a service (the KV store is the
 //! first) plugs in by implementing [`vnode::Vnode`].
@@ -12,6 +13,7 @@ pub mod error;
 pub mod id;
 pub mod partition;
 pub mod ring;
+pub mod rpc;
 pub mod secret;
 pub mod vnode;
 
@@ -19,4 +21,5 @@ pub use error::CoreError;
 pub use id::{NodeId, PartitionId, RingVersion};
 pub use partition::{key_hash, Partitioner};
 pub use ring::Ring;
+pub use rpc::{Rpc, RpcConfig, RpcError, RpcHandler, ServiceId, PROTOCOL_VERSION};
 pub use secret::ClusterSecret;
