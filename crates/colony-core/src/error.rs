@@ -4,8 +4,8 @@ use crate::PartitionId;
 use std::net::SocketAddr;
 
 /// What can go wrong in the distribution layer: routing a request to a vnode,
-/// or starting membership.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+/// membership, the ring.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CoreError {
     /// The vnode's mailbox is full: the node is saturated. Retry later.
     #[error("partition {partition} is overloaded, retry later")]
@@ -34,6 +34,9 @@ pub enum CoreError {
     /// A membership setting is out of range.
     #[error("invalid membership setting: {0}")]
     InvalidMembershipConfig(String),
+    /// Joining, gossip, the cluster port or the ring file.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 impl CoreError {

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// The state of one partition of a service.
 pub trait Vnode: Send + 'static {
@@ -159,6 +160,7 @@ impl<R> std::future::Future for ReplyFuture<R> {
 pub struct VnodeSet<V: Vnode> {
     handles: Vec<VnodeHandle<V>>,
     tasks: Vec<JoinHandle<()>>,
+    closing: CancellationToken,
 }
 
 impl<V: Vnode> VnodeSet<V> {
@@ -171,10 +173,13 @@ impl<V: Vnode> VnodeSet<V> {
     ) -> Result<Self, String> {
         let mut handles = Vec::new();
         let mut tasks = Vec::new();
+        let closing = CancellationToken::new();
         for partition in partitions {
             let vnode = factory.build(partition)?;
             let (tx, rx) = mpsc::channel(config.mailbox_capacity);
             let sup = VnodeSupervisor {
+                closing: closing.clone(),
+                closed: false,
                 partition,
                 factory: factory.clone(),
                 config: config.clone(),
@@ -184,7 +189,11 @@ impl<V: Vnode> VnodeSet<V> {
             tasks.push(tokio::spawn(sup.run(vnode)));
             handles.push(VnodeHandle { partition, tx });
         }
-        Ok(Self { handles, tasks })
+        Ok(Self {
+            handles,
+            tasks,
+            closing,
+        })
     }
 
     pub fn get(&self, partition: PartitionId) -> Result<&VnodeHandle<V>, CoreError> {
@@ -202,6 +211,7 @@ impl<V: Vnode> VnodeSet<V> {
 
     /// Close every mailbox, let each vnode finish what it holds, and wait.
     pub async fn shutdown(self) {
+        self.closing.cancel();
         drop(self.handles);
         for task in self.tasks {
             let _ = task.await;
@@ -222,6 +232,10 @@ struct VnodeSupervisor<V: Vnode> {
     rx: mpsc::Receiver<Envelope<V>>,
     /// Requests taken from the mailbox but not yet handled when a vnode died.
     pending: VecDeque<Envelope<V>>,
+    /// Cancelled by shutdown: handles may outlive the set (routers keep
+    /// clones), so dropping them is not enough to close the mailboxes.
+    closing: CancellationToken,
+    closed: bool,
 }
 
 impl<V: Vnode> VnodeSupervisor<V> {
@@ -270,6 +284,12 @@ impl<V: Vnode> VnodeSupervisor<V> {
                             return Exit::Closed;
                         }
                         self.pending.extend(batch.drain(..));
+                    }
+                    () = self.closing.cancelled(), if !self.closed => {
+                        // Refuse new requests; finish those already queued.
+                        self.rx.close();
+                        self.closed = true;
+                        continue;
                     }
                     _ = tick.tick() => {
                         let ticked = catch_unwind(AssertUnwindSafe(|| vnode.tick(Instant::now())));

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use colony_core::PartitionId;
 use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BucketCount {
     pub keys: u64,
     pub expires: u64,

@@ -3,7 +3,7 @@
 
 use colony_core::CoreError;
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum KvError {
     #[error("operation against a key holding the wrong kind of value")]
     WrongType,
@@ -33,6 +33,15 @@ pub enum KvError {
     Storage(String),
     #[error("stored object is corrupt: {0}")]
     Corrupt(String),
+    /// The partition lives on another node (the coordinator retries there).
+    #[error("partition moved to {0}")]
+    NotOwner(String),
+    /// Retry shortly: e.g. the partition is in the last step of a handoff.
+    #[error("{0}")]
+    TryAgain(String),
+    /// The node owning the key cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Core(#[from] CoreError),
 }
@@ -41,7 +50,7 @@ impl KvError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Core(e) => e.is_retryable(),
-            Self::Storage(_) => true,
+            Self::Storage(_) | Self::TryAgain(_) | Self::Unavailable(_) | Self::NotOwner(_) => true,
             _ => false,
         }
     }

@@ -16,7 +16,7 @@ const FORMAT_V1: u8 = 1;
 const FLAG_EXPIRES: u8 = 1;
 const FLAG_CONTENT_TYPE: u8 = 2;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ValueKind {
     Str = 1,
     Hash = 2,
@@ -34,7 +34,7 @@ impl ValueKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     Str(Bytes),
     Hash(BTreeMap<Bytes, Bytes>),
@@ -60,7 +60,7 @@ impl Value {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Object {
     pub value: Value,
     /// Expiry, in milliseconds since the Unix epoch.

@@ -8,7 +8,7 @@ use crate::Object;
 use bytes::Bytes;
 
 /// What SET does to an existing expiry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SetExpire {
     /// Drop any expiry (plain SET).
     Clear,
@@ -19,7 +19,7 @@ pub enum SetExpire {
 }
 
 /// SET's NX / XX.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SetCond {
     Always,
     IfAbsent,
@@ -27,7 +27,7 @@ pub enum SetCond {
 }
 
 /// EXPIRE's NX / XX / GT / LT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExpireCond {
     Always,
     Nx,
@@ -39,14 +39,14 @@ pub enum ExpireCond {
 }
 
 /// GETEX's expiry change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GetExExpire {
     Keep,
     Persist,
     At(u64),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum KeyOp {
     // Any type.
     Exists,

@@ -4,12 +4,12 @@
 use crate::KvError;
 use bytes::Bytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Reply {
     /// `+OK`.
     Ok,
     /// A status word, such as a type name.
-    Status(&'static str),
+    Status(std::borrow::Cow<'static, str>),
     /// Absent (RESP nil).
     Nil,
     Int(i64),

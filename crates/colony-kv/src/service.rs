@@ -1,11 +1,19 @@
 //! The request coordinator: routes each key to the vnode of its partition,
-//! and fans partition-wide requests (scan, count, flush) out to every vnode.
+//! on this node or, through cluster RPC, on the node that owns it, and fans
+//! partition-wide requests (scan, count, flush) out to every partition.
+//!
+//! A request that reaches a partition mid-handoff is answered "moved to X"
+//! or "try again"; the coordinator follows the hint or waits and retries,
+//! so clients never see a partition move.
 
 use crate::store::{Store, StoreConfig};
+use crate::vnode::KvRequest as Req;
 use crate::vnode::{BucketCount, KvRequest, KvResponse, KvVnode, Limits};
 use crate::{Clock, KeyOp, KvError, Object, Reply, ValueKind};
 use bytes::Bytes;
-use colony_core::vnode::{ReplyFuture, VnodeConfig, VnodeSet};
+use colony_core::cluster::{BoxFut, Chunk, Cluster, HandoffItem, PartitionStore};
+use colony_core::rpc::{RpcError, RpcHandler, ServiceId};
+use colony_core::vnode::{ReplyFuture, VnodeConfig, VnodeHandle, VnodeSet};
 use colony_core::{NodeId, PartitionId, Partitioner, Ring};
 use futures::future::join_all;
 use rand::Rng;
@@ -13,7 +21,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct KvConfig {
@@ -32,12 +42,297 @@ pub struct ScanPage {
     pub keys: Vec<Bytes>,
 }
 
+/// The RPC service id of the KV service.
+pub const KV_SERVICE: ServiceId = colony_core::cluster::msg::FIRST_APP;
+
+/// How long a coordinator keeps retrying a request whose partition is
+/// moving or whose owner is unreachable before answering TRYAGAIN.
+const ROUTE_DEADLINE: Duration = Duration::from_secs(5);
+
 pub struct KvService {
     partitioner: Partitioner,
     ring: Ring,
     vnodes: VnodeSet<KvVnode>,
     store: Arc<Store>,
     max_key_bytes: usize,
+    router: Router,
+}
+
+/// What a request needs to find its partition, shareable with the futures
+/// that retry it.
+#[derive(Clone)]
+pub struct Router(Arc<RouterInner>);
+
+struct RouterInner {
+    me: NodeId,
+    handles: Vec<VnodeHandle<KvVnode>>,
+    cluster: OnceLock<Arc<Cluster>>,
+}
+
+enum Target {
+    Local,
+    Remote(NodeId),
+}
+
+impl Router {
+    fn local(&self, partition: PartitionId) -> Result<&VnodeHandle<KvVnode>, KvError> {
+        self.0.handles.get(partition.index()).ok_or(KvError::Core(
+            colony_core::CoreError::NoSuchPartition {
+                partition,
+                ring_size: self.0.handles.len() as u16,
+            },
+        ))
+    }
+
+    /// Where the partition lives, by this node's ring.
+    fn target(&self, partition: PartitionId) -> Result<Target, KvError> {
+        let Some(cluster) = self.0.cluster.get() else {
+            return Ok(Target::Local);
+        };
+        let ring = cluster.ring().ok_or_else(|| {
+            KvError::TryAgain("this node is joining the cluster; retry shortly".into())
+        })?;
+        match ring.owner(partition) {
+            Some(o) if *o == self.0.me => Ok(Target::Local),
+            Some(o) => Ok(Target::Remote(o.clone())),
+            None => Err(KvError::Core(colony_core::CoreError::NoSuchPartition {
+                partition,
+                ring_size: ring.ring_size(),
+            })),
+        }
+    }
+
+    /// Send `req` to one node and return its answer, errors included.
+    async fn once(
+        &self,
+        partition: PartitionId,
+        to: &Target,
+        req: KvRequest,
+    ) -> Result<KvResponse, KvError> {
+        match to {
+            Target::Local => Ok(self.local(partition)?.call(req).await?),
+            Target::Remote(node) => {
+                let cluster = self
+                    .0
+                    .cluster
+                    .get()
+                    .ok_or_else(|| KvError::Unavailable("no cluster".into()))?;
+                let body = colony_core::cluster::msg::encode(&KvRpc { partition, req });
+                match cluster.call(node, KV_SERVICE, body).await {
+                    Ok(reply) => colony_core::cluster::msg::decode::<KvResponse>(&reply)
+                        .map_err(KvError::Storage),
+                    Err(RpcError::Overloaded) => {
+                        Err(KvError::Core(colony_core::CoreError::Overloaded {
+                            partition,
+                        }))
+                    }
+                    Err(RpcError::Remote(e)) => Err(KvError::Storage(format!("{node}: {e}"))),
+                    Err(e) => Err(KvError::Unavailable(format!(
+                        "the node owning partition {partition} ({node}) is unreachable: {e}"
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// Route `req` to its partition's owner, following "moved" hints and
+    /// retrying "try again" answers until [`ROUTE_DEADLINE`].
+    async fn route(
+        self,
+        partition: PartitionId,
+        req: KvRequest,
+        mut hint: Option<NodeId>,
+    ) -> Result<KvResponse, KvError> {
+        let deadline = Instant::now() + ROUTE_DEADLINE;
+        let mut delay = Duration::from_millis(1);
+        loop {
+            let to = match hint.take() {
+                Some(n) if n == self.0.me => Target::Local,
+                Some(n) => Target::Remote(n),
+                None => self.target(partition)?,
+            };
+            let err = match self.once(partition, &to, req.clone()).await {
+                Ok(KvResponse::Failed(e)) => e,
+                Ok(r) => return Ok(r),
+                Err(e) => e,
+            };
+            match &err {
+                KvError::NotOwner(n) => {
+                    let n = NodeId::new(n.clone());
+                    let same = match &to {
+                        Target::Local => n == self.0.me,
+                        Target::Remote(t) => *t == n,
+                    };
+                    if !same {
+                        hint = Some(n);
+                    }
+                }
+                KvError::TryAgain(_) | KvError::Unavailable(_) => {}
+                _ => return Err(err),
+            }
+            if Instant::now() + delay > deadline {
+                return Err(match err {
+                    KvError::NotOwner(_) => KvError::TryAgain(format!(
+                        "partition {partition} is moving between nodes; retry"
+                    )),
+                    e => e,
+                });
+            }
+            metrics::counter!("colony_kv_reroutes_total").increment(1);
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A request forwarded to the node owning its partition.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KvRpc {
+    partition: PartitionId,
+    req: KvRequest,
+}
+
+/// Serves requests other nodes forward to this one.
+struct KvRpcHandler(Router);
+
+impl RpcHandler for KvRpcHandler {
+    fn handle(
+        &self,
+        _from: NodeId,
+        _service: ServiceId,
+        body: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<Bytes, RpcError>> + Send>> {
+        let router = self.0.clone();
+        Box::pin(async move {
+            let KvRpc { partition, req } =
+                colony_core::cluster::msg::decode(&body).map_err(RpcError::Protocol)?;
+            if !req_is_client(&req) {
+                return Err(RpcError::Protocol("not a client request".into()));
+            }
+            let resp = match router.target(partition) {
+                Ok(Target::Local) => match router.local(partition) {
+                    Ok(h) => match h.call(req).await {
+                        Ok(r) => r,
+                        Err(e) => KvResponse::Failed(e.into()),
+                    },
+                    Err(e) => KvResponse::Failed(e),
+                },
+                Ok(Target::Remote(owner)) => {
+                    KvResponse::Failed(KvError::NotOwner(owner.to_string()))
+                }
+                Err(e) => KvResponse::Failed(e),
+            };
+            Ok(colony_core::cluster::msg::encode(&resp))
+        })
+    }
+}
+
+fn req_is_client(req: &KvRequest) -> bool {
+    matches!(
+        req,
+        Req::Key { .. }
+            | Req::Scan { .. }
+            | Req::Count
+            | Req::Flush { .. }
+            | Req::RandomKey { .. }
+            | Req::Size
+    )
+}
+
+/// The KV store's side of handoff: core drives it through the vnodes.
+struct KvPartitions {
+    router: Router,
+    store: Arc<Store>,
+}
+
+impl KvPartitions {
+    fn ask(
+        &self,
+        partition: PartitionId,
+        req: KvRequest,
+    ) -> BoxFut<'_, Result<KvResponse, String>> {
+        Box::pin(async move {
+            let h = self.router.local(partition).map_err(|e| e.to_string())?;
+            match h.call(req).await {
+                Ok(KvResponse::Failed(e)) => Err(e.to_string()),
+                Ok(r) => Ok(r),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
+    fn unit(&self, partition: PartitionId, req: KvRequest) -> BoxFut<'_, Result<(), String>> {
+        let f = self.ask(partition, req);
+        Box::pin(async move { f.await.map(|_| ()) })
+    }
+}
+
+impl PartitionStore for KvPartitions {
+    fn begin(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
+        self.unit(partition, Req::HandoffBegin)
+    }
+    fn read_chunk(
+        &self,
+        partition: PartitionId,
+        after: Option<Bytes>,
+        max_bytes: usize,
+    ) -> BoxFut<'_, Result<Chunk, String>> {
+        let f = self.ask(partition, Req::HandoffRead { after, max_bytes });
+        Box::pin(async move {
+            match f.await? {
+                KvResponse::Items { items, next } => Ok((items, next)),
+                other => Err(format!("unexpected answer {other:?}")),
+            }
+        })
+    }
+    fn take_dirty(
+        &self,
+        partition: PartitionId,
+        seal: bool,
+    ) -> BoxFut<'_, Result<Vec<HandoffItem>, String>> {
+        let f = self.ask(partition, Req::HandoffDirty { seal });
+        Box::pin(async move {
+            match f.await? {
+                KvResponse::Items { items, .. } => Ok(items),
+                other => Err(format!("unexpected answer {other:?}")),
+            }
+        })
+    }
+    fn unseal(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
+        self.unit(partition, Req::HandoffUnseal)
+    }
+    fn cancel(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
+        self.unit(partition, Req::HandoffCancel)
+    }
+    fn moved(&self, partition: PartitionId, to: NodeId) -> BoxFut<'_, Result<(), String>> {
+        self.unit(partition, Req::HandoffMoved { to })
+    }
+    fn reset(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
+        self.unit(partition, Req::HandoffReset)
+    }
+    fn import(
+        &self,
+        partition: PartitionId,
+        items: Vec<HandoffItem>,
+    ) -> BoxFut<'_, Result<(), String>> {
+        self.unit(partition, Req::HandoffImport { items })
+    }
+    fn has_data(&self, partition: PartitionId) -> bool {
+        self.store
+            .data()
+            .prefix(partition.to_be_bytes())
+            .next()
+            .is_some()
+    }
+    fn key_count(&self, partition: PartitionId) -> BoxFut<'_, u64> {
+        let f = self.ask(partition, Req::Count);
+        Box::pin(async move {
+            match f.await {
+                Ok(KvResponse::Counts(c)) => c.values().map(|b| b.keys).sum(),
+                _ => 0,
+            }
+        })
+    }
 }
 
 impl KvService {
@@ -54,16 +349,35 @@ impl KvService {
         let factory = move |p: PartitionId| {
             KvVnode::open(p, s.clone(), clock.clone(), limits).map_err(|e| e.to_string())
         };
-        let owned: Vec<_> = ring.owned_by(&config.node).collect();
-        let vnodes = VnodeSet::start(owned, Arc::new(factory), config.vnode.clone())
+        // Every node runs a vnode for every partition: the ring decides
+        // which ones serve clients, and the others send or receive handoffs.
+        let all: Vec<_> = partitioner.partitions().collect();
+        let vnodes = VnodeSet::start(all, Arc::new(factory), config.vnode.clone())
             .map_err(KvError::Corrupt)?;
+        let router = Router(Arc::new(RouterInner {
+            me: config.node.clone(),
+            handles: vnodes.handles().to_vec(),
+            cluster: OnceLock::new(),
+        }));
         Ok(Self {
             partitioner,
             ring,
             vnodes,
             store,
             max_key_bytes: config.max_key_bytes,
+            router,
         })
+    }
+
+    /// Serve as a member of `cluster`: route by its ring, answer requests
+    /// forwarded from other members, and hand partitions off when it asks.
+    pub fn attach(&self, cluster: Arc<Cluster>) {
+        cluster.register(KV_SERVICE, Arc::new(KvRpcHandler(self.router.clone())));
+        cluster.set_store(Arc::new(KvPartitions {
+            router: self.router.clone(),
+            store: self.store.clone(),
+        }));
+        let _ = self.router.0.cluster.set(cluster);
     }
 
     pub fn ring(&self) -> &Ring {
@@ -89,11 +403,7 @@ impl KvService {
     }
 
     async fn request(&self, partition: PartitionId, req: KvRequest) -> Result<KvResponse, KvError> {
-        let resp = self.vnodes.get(partition)?.call(req).await?;
-        match resp {
-            KvResponse::Failed(e) => Err(e),
-            other => Ok(other),
-        }
+        self.router.clone().route(partition, req, None).await
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), KvError> {
@@ -126,18 +436,30 @@ impl KvService {
     /// Send `op` to its vnode now; the returned future yields the reply.
     /// Ops submitted in order from one task are applied in that order.
     pub fn submit(&self, bucket: &Bytes, key: Bytes, op: KeyOp) -> Submitted {
-        let sent = self.check_key(&key).and_then(|()| {
-            let (partition, hash) = self.partitioner.locate(bucket, &key);
-            let req = KvRequest::Key {
-                bucket: bucket.clone(),
-                key,
-                hash,
-                op,
-            };
-            Ok(self.vnodes.get(partition)?.send(req)?)
-        });
-        match sent {
-            Ok(f) => Submitted::Sent(f),
+        if let Err(e) = self.check_key(&key) {
+            return Submitted::Failed(Some(e));
+        }
+        let (partition, hash) = self.partitioner.locate(bucket, &key);
+        let req = KvRequest::Key {
+            bucket: bucket.clone(),
+            key,
+            hash,
+            op,
+        };
+        match self.router.target(partition) {
+            // The common case: straight into the local vnode's mailbox, in
+            // submission order, keeping a copy in case the partition moves.
+            Ok(Target::Local) => match self
+                .router
+                .local(partition)
+                .and_then(|h| Ok(h.send(req.clone())?))
+            {
+                Ok(f) => Submitted::Sent(f, Some((self.router.clone(), partition, req))),
+                Err(e) => Submitted::Failed(Some(e)),
+            },
+            Ok(Target::Remote(_)) | Err(KvError::TryAgain(_)) => {
+                Submitted::routed(self.router.clone().route(partition, req, None))
+            }
             Err(e) => Submitted::Failed(Some(e)),
         }
     }
@@ -254,6 +576,14 @@ impl KvService {
         Ok(total)
     }
 
+    /// Keys and stored bytes of one partition, wherever it lives.
+    pub async fn partition_size(&self, partition: PartitionId) -> Result<(u64, u64), KvError> {
+        match self.request(partition, KvRequest::Size).await? {
+            KvResponse::Size { keys, bytes } => Ok((keys, bytes)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Remove every key of `bucket`, or of every bucket.
     pub async fn flush(&self, bucket: Option<Bytes>) -> Result<(), KvError> {
         let calls = self.partitions().map(|p| {
@@ -294,7 +624,7 @@ impl KvService {
     }
 
     fn partitions(&self) -> impl Iterator<Item = PartitionId> + '_ {
-        self.vnodes.handles().iter().map(|h| h.partition())
+        self.partitioner.partitions()
     }
 
     /// Make every write so far durable.
@@ -315,24 +645,61 @@ impl KvService {
 
 /// A submitted key operation's reply, to await.
 pub enum Submitted {
-    Sent(ReplyFuture<KvResponse>),
+    /// In a local vnode's mailbox; the request is kept to re-route it if
+    /// the partition turns out to have moved.
+    Sent(
+        ReplyFuture<KvResponse>,
+        Option<(Router, PartitionId, KvRequest)>,
+    ),
+    /// Going to (or retrying at) another node.
+    Routed(Pin<Box<dyn Future<Output = Result<KvResponse, KvError>> + Send>>),
     Failed(Option<KvError>),
+}
+
+impl Submitted {
+    fn routed(f: impl Future<Output = Result<KvResponse, KvError>> + Send + 'static) -> Self {
+        Self::Routed(Box::pin(f))
+    }
+}
+
+fn to_reply(r: Result<KvResponse, KvError>) -> Reply {
+    match r {
+        Ok(KvResponse::Reply(reply)) => reply,
+        Ok(KvResponse::Failed(e)) | Err(e) => Reply::Error(e),
+        Ok(other) => Reply::Error(unexpected(&other)),
+    }
 }
 
 impl Future for Submitted {
     type Output = Reply;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
-        match self.get_mut() {
+        let this = self.get_mut();
+        match this {
             Submitted::Failed(e) => Poll::Ready(Reply::Error(
                 e.take()
                     .unwrap_or(KvError::Storage("reply polled twice".into())),
             )),
-            Submitted::Sent(f) => Pin::new(f).poll(cx).map(|r| match r {
-                Ok(KvResponse::Reply(reply)) => reply,
-                Ok(KvResponse::Failed(e)) => Reply::Error(e),
-                Ok(other) => Reply::Error(unexpected(&other)),
-                Err(e) => Reply::Error(e.into()),
-            }),
+            Submitted::Sent(f, retry) => {
+                let r = match Pin::new(f).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(r) => r,
+                };
+                let hint = match &r {
+                    Ok(KvResponse::Failed(KvError::NotOwner(n))) => Some(NodeId::new(n.clone())),
+                    Ok(KvResponse::Failed(KvError::TryAgain(_))) => None,
+                    _ => return Poll::Ready(to_reply(r.map_err(KvError::from))),
+                };
+                match retry.take() {
+                    Some((router, partition, req)) => {
+                        let mut routed = Box::pin(router.route(partition, req, hint));
+                        let polled = routed.as_mut().poll(cx);
+                        *this = Submitted::Routed(routed);
+                        polled.map(to_reply)
+                    }
+                    None => Poll::Ready(to_reply(r.map_err(KvError::from))),
+                }
+            }
+            Submitted::Routed(f) => f.as_mut().poll(cx).map(to_reply),
         }
     }
 }

@@ -7,11 +7,13 @@ use crate::counts::Counts;
 use crate::store::{self, FsyncPolicy, Store};
 use crate::{glob, Clock, KeyOp, KvError, Object, Reply, ValueKind};
 use bytes::Bytes;
+use colony_core::cluster::HandoffItem;
 use colony_core::vnode::Vnode;
-use colony_core::PartitionId;
+use colony_core::{NodeId, PartitionId};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,7 +25,7 @@ const CACHE_OBJECT_BYTES: usize = 4096;
 /// Most expired keys removed by one tick of active expiry.
 const EXPIRE_PER_TICK: usize = 2000;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum KvRequest {
     Key {
         bucket: Bytes,
@@ -48,9 +50,48 @@ pub enum KvRequest {
         bucket: Bytes,
         from: u64,
     },
+    /// Keys and stored bytes of the whole partition.
+    Size,
+    /// Handoff, sending side: record written keys from now on.
+    HandoffBegin,
+    /// Stored entries after `after`, about `max_bytes` of them.
+    HandoffRead {
+        after: Option<Bytes>,
+        max_bytes: usize,
+    },
+    /// The recorded keys' current state; with `seal`, refuse writes.
+    HandoffDirty {
+        seal: bool,
+    },
+    HandoffUnseal,
+    HandoffCancel,
+    /// The partition belongs to `to` now: refuse everything.
+    HandoffMoved {
+        to: NodeId,
+    },
+    /// Receiving side: drop everything and any handoff state.
+    HandoffReset,
+    HandoffImport {
+        items: Vec<HandoffItem>,
+    },
 }
 
-#[derive(Debug)]
+impl KvRequest {
+    /// Whether a client sent it (handoff requests come from core).
+    fn is_client(&self) -> bool {
+        matches!(
+            self,
+            Self::Key { .. }
+                | Self::Scan { .. }
+                | Self::Count
+                | Self::Flush { .. }
+                | Self::RandomKey { .. }
+                | Self::Size
+        )
+    }
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum KvResponse {
     Reply(Reply),
     Object(Option<Object>),
@@ -61,6 +102,14 @@ pub enum KvResponse {
     },
     Counts(BTreeMap<Bytes, BucketCount>),
     Key(Option<Bytes>),
+    Size {
+        keys: u64,
+        bytes: u64,
+    },
+    Items {
+        items: Vec<HandoffItem>,
+        next: Option<Bytes>,
+    },
     Failed(KvError),
 }
 
@@ -83,6 +132,13 @@ pub struct KvVnode {
     /// Expiry index entries to add (true) or remove (false) with the batch.
     pending_expiry: Vec<(Vec<u8>, bool)>,
     cache: ObjectCache,
+    /// While handing the partition off: storage keys written since the
+    /// transfer began (or since they were last sent).
+    dirty: Option<HashSet<Vec<u8>>>,
+    /// The last round of a handoff is under way: writes must wait.
+    sealed: bool,
+    /// Handed off to this node: requests go there.
+    moved: Option<NodeId>,
 }
 
 impl KvVnode {
@@ -106,6 +162,9 @@ impl KvVnode {
             pending: HashMap::new(),
             cache: ObjectCache::new(CACHE_ENTRIES, CACHE_OBJECT_BYTES),
             pending_expiry: Vec::new(),
+            dirty: None,
+            sealed: false,
+            moved: None,
         })
     }
 
@@ -180,12 +239,14 @@ impl KvVnode {
         let after = match write {
             Write::None if expired => {
                 self.cache.remove(&skey);
+                self.note_dirty(&skey);
                 self.pending.insert(skey, None);
                 None
             }
             Write::None => before,
             Write::Delete => {
                 self.cache.remove(&skey);
+                self.note_dirty(&skey);
                 self.pending.insert(skey, None);
                 None
             }
@@ -199,6 +260,7 @@ impl KvVnode {
                     return Ok(KvResponse::Reply(Reply::Error(err)));
                 }
                 self.cache.put(&skey, &obj);
+                self.note_dirty(&skey);
                 self.pending.insert(skey, Some(obj.encode()));
                 if let Some(at) = obj.expire_at {
                     if before != Some(Some(at)) {
@@ -278,7 +340,9 @@ impl KvVnode {
         // Removals join the batch's pending writes: one atomic write, and
         // fsynced before the reply when the policy says so.
         for item in self.store.data().prefix(&prefix) {
-            self.pending.insert(item.key()?.to_vec(), None);
+            let k = item.key()?.to_vec();
+            self.note_dirty(&k);
+            self.pending.insert(k, None);
         }
         if bucket.is_none() {
             for item in self.store.expiry().prefix(self.partition.to_be_bytes()) {
@@ -310,6 +374,100 @@ impl KvVnode {
         Ok(KvResponse::Key(None))
     }
 
+    fn note_dirty(&mut self, skey: &[u8]) {
+        if let Some(d) = &mut self.dirty {
+            d.insert(skey.to_vec());
+        }
+    }
+
+    /// Stored entries after `after`, about `max_bytes` of them.
+    fn handoff_read(&self, after: Option<Bytes>, max_bytes: usize) -> Result<KvResponse, KvError> {
+        let prefix = self.partition.to_be_bytes();
+        let lower = match &after {
+            Some(a) => Bound::Excluded(a.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let mut items = Vec::new();
+        let mut size = 0;
+        for item in self
+            .store
+            .data()
+            .range::<Vec<u8>, _>((lower, Bound::Unbounded))
+        {
+            let (k, v) = item.into_inner()?;
+            if !k.starts_with(&prefix) {
+                return Ok(KvResponse::Items { items, next: None });
+            }
+            if size >= max_bytes {
+                let next = items.last().map(|i: &HandoffItem| i.key.clone());
+                return Ok(KvResponse::Items { items, next });
+            }
+            size += k.len() + v.len();
+            items.push(HandoffItem {
+                key: Bytes::copy_from_slice(&k),
+                value: Some(Bytes::copy_from_slice(&v)),
+            });
+        }
+        Ok(KvResponse::Items { items, next: None })
+    }
+
+    fn handoff_dirty(&mut self, seal: bool) -> Result<KvResponse, KvError> {
+        let keys = self.dirty.as_mut().map(std::mem::take).unwrap_or_default();
+        let mut items = Vec::with_capacity(keys.len());
+        for k in keys {
+            let value = self.with_stored(&k, |v| Ok(Bytes::copy_from_slice(v)))?;
+            items.push(HandoffItem {
+                key: Bytes::from(k),
+                value,
+            });
+        }
+        if seal {
+            self.sealed = true;
+        }
+        Ok(KvResponse::Items { items, next: None })
+    }
+
+    /// Store entries handed over by the previous owner.
+    fn handoff_import(&mut self, items: Vec<HandoffItem>) -> Result<KvResponse, KvError> {
+        for item in items {
+            let Some((bucket, _, key)) = store::split_data_key(&item.key) else {
+                return Err(KvError::Corrupt(
+                    "handoff entry with a malformed key".into(),
+                ));
+            };
+            if item.key[..2] != self.partition.to_be_bytes() {
+                return Err(KvError::Corrupt(format!(
+                    "handoff entry for another partition than {}",
+                    self.partition
+                )));
+            }
+            let bucket = Bytes::copy_from_slice(bucket);
+            let key = key.to_vec();
+            let skey = item.key.to_vec();
+            let before = self.with_stored(&skey, Object::peek_expiry)?;
+            self.cache.remove(&skey);
+            let after = match item.value {
+                Some(v) => {
+                    let obj = Object::decode(&v)?;
+                    if let Some(at) = obj.expire_at {
+                        let ek = store::expiry_key(self.partition, at, &bucket, &key);
+                        self.pending_expiry.push((ek, true));
+                    }
+                    self.pending.insert(skey, Some(v));
+                    Some(obj.expire_at)
+                }
+                None => {
+                    self.pending.insert(skey, None);
+                    None
+                }
+            };
+            if before != after {
+                self.account(&bucket, before, after);
+            }
+        }
+        Ok(KvResponse::Reply(Reply::Ok))
+    }
+
     /// Active expiry: remove keys whose time has come, from the index.
     fn expire_due(&mut self) -> Result<(), KvError> {
         let now = self.clock.now_ms();
@@ -329,6 +487,7 @@ impl KvVnode {
             // The index is a hint: only the object's own expiry counts.
             if self.with_stored(&skey, Object::peek_expiry)? == Some(Some(at)) {
                 self.cache.remove(&skey);
+                self.note_dirty(&skey);
                 self.pending.insert(skey, None);
                 let bucket = Bytes::copy_from_slice(bucket);
                 self.account(&bucket, Some(Some(at)), None);
@@ -345,6 +504,22 @@ impl Vnode for KvVnode {
     type Reply = KvResponse;
 
     fn handle(&mut self, request: KvRequest) -> KvResponse {
+        if request.is_client() {
+            if let Some(to) = &self.moved {
+                return KvResponse::Failed(KvError::NotOwner(to.to_string()));
+            }
+            let writes = match &request {
+                KvRequest::Key { op, .. } => !op.is_read_only(),
+                KvRequest::Flush { .. } => true,
+                _ => false,
+            };
+            if self.sealed && writes {
+                return KvResponse::Failed(KvError::TryAgain(format!(
+                    "partition {} is moving to another node",
+                    self.partition
+                )));
+            }
+        }
         if !matches!(request, KvRequest::Key { .. }) {
             // Partition-wide requests read the store itself.
             if let Err(e) = self.flush_pending(false) {
@@ -368,6 +543,55 @@ impl Vnode for KvVnode {
             KvRequest::Count => Ok(KvResponse::Counts(self.counts.snapshot())),
             KvRequest::Flush { bucket } => self.flush(bucket.as_ref()),
             KvRequest::RandomKey { bucket, from } => self.random_key(&bucket, from),
+            KvRequest::Size => {
+                let mut keys = 0u64;
+                let mut bytes = 0u64;
+                let mut failed = None;
+                for item in self.store.data().prefix(self.partition.to_be_bytes()) {
+                    match item.into_inner() {
+                        Ok((k, v)) => {
+                            keys += 1;
+                            bytes += (k.len() + v.len()) as u64;
+                        }
+                        Err(e) => {
+                            failed = Some(KvError::from(e));
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(KvResponse::Size { keys, bytes }),
+                }
+            }
+            KvRequest::HandoffBegin => {
+                self.dirty.get_or_insert_with(HashSet::new);
+                Ok(KvResponse::Reply(Reply::Ok))
+            }
+            KvRequest::HandoffRead { after, max_bytes } => self.handoff_read(after, max_bytes),
+            KvRequest::HandoffDirty { seal } => self.handoff_dirty(seal),
+            KvRequest::HandoffUnseal => {
+                self.sealed = false;
+                Ok(KvResponse::Reply(Reply::Ok))
+            }
+            KvRequest::HandoffCancel => {
+                self.sealed = false;
+                self.dirty = None;
+                Ok(KvResponse::Reply(Reply::Ok))
+            }
+            KvRequest::HandoffMoved { to } => {
+                self.moved = Some(to);
+                self.sealed = false;
+                self.dirty = None;
+                Ok(KvResponse::Reply(Reply::Ok))
+            }
+            KvRequest::HandoffReset => {
+                self.moved = None;
+                self.sealed = false;
+                self.dirty = None;
+                self.flush(None)
+            }
+            KvRequest::HandoffImport { items } => self.handoff_import(items),
         };
         result.unwrap_or_else(KvResponse::Failed)
     }

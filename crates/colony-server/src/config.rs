@@ -23,7 +23,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a node (with no flags: one node on ./colony-data, Redis on 6379, HTTP on 8098).
-    Start(StartArgs),
+    Start(Box<StartArgs>),
+    /// Operate a running cluster through any member's HTTP API.
+    Admin(crate::admin::AdminArgs),
 }
 
 /// Flags of `colony start`; each may also be set in the `--config` file,
@@ -80,6 +82,31 @@ pub struct StartArgs {
     /// Block cache of the store, in MiB [default: 64]
     #[arg(long)]
     pub cache_mib: Option<u64>,
+    /// Join the cluster of the member at this cluster address (repeatable)
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(default)]
+    pub join: Vec<String>,
+    /// Shared secret of the cluster's members; without it a node runs alone
+    #[arg(long, env = "COLONY_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Address other members reach this node's cluster port at [default: --cluster]
+    #[arg(long)]
+    pub advertise: Option<SocketAddr>,
+    /// Commit joins and leaves at once, without `colony admin cluster commit` [default: true]
+    #[arg(long)]
+    pub auto_commit: Option<bool>,
+    /// Replicas each key should have, which the claim spreads for [default: 3]
+    #[arg(long)]
+    pub n_val: Option<u8>,
+    /// Handoff rate per transfer, in MiB/s [default: 64]
+    #[arg(long)]
+    pub handoff_rate_mib: Option<u64>,
+    /// Transfers a node sends at once [default: 2]
+    #[arg(long)]
+    pub handoff_concurrency: Option<usize>,
+    /// Gossip round interval, in milliseconds [default: 200]
+    #[arg(long)]
+    pub gossip_interval_ms: Option<u64>,
 }
 
 /// The resolved settings of a node.
@@ -99,6 +126,14 @@ pub struct NodeConfig {
     pub max_clients: usize,
     pub cache_bytes: u64,
     pub threads: usize,
+    pub join: Vec<String>,
+    pub cluster_secret: Option<String>,
+    pub advertise: SocketAddr,
+    pub auto_commit: bool,
+    pub n_val: u8,
+    pub handoff_rate_bytes: u64,
+    pub handoff_concurrency: usize,
+    pub gossip_interval: Duration,
 }
 
 impl NodeConfig {
@@ -129,7 +164,26 @@ impl NodeConfig {
         if max_key_bytes > 60 * 1024 {
             bail!("--max-key-bytes may be at most 61440 (the store's key limit)");
         }
+        let join = if flags.join.is_empty() {
+            file.join.clone()
+        } else {
+            flags.join.clone()
+        };
+        let cluster_secret = flags.cluster_secret.clone().or(file.cluster_secret.clone());
+        if !join.is_empty() && cluster_secret.is_none() {
+            bail!(
+                "--join needs the cluster's secret: set --cluster-secret or COLONY_CLUSTER_SECRET"
+            );
+        }
         Ok(Self {
+            join,
+            cluster_secret,
+            advertise: pick!(advertise, cluster),
+            auto_commit: pick!(auto_commit, true),
+            n_val: pick!(n_val, 3).max(1),
+            handoff_rate_bytes: pick!(handoff_rate_mib, 64).max(1) * 1024 * 1024,
+            handoff_concurrency: pick!(handoff_concurrency, 2).max(1),
+            gossip_interval: Duration::from_millis(pick!(gossip_interval_ms, 200).max(10)),
             data_dir: pick!(data_dir, PathBuf::from("colony-data")),
             resp: pick!(resp, addr("127.0.0.1:6379")),
             http: pick!(http, addr("127.0.0.1:8098")),

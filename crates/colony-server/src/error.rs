@@ -54,7 +54,8 @@ pub fn http_error(e: &KvError) -> (u16, &'static str) {
         KvError::KeyTooLarge { .. } => (414, "key_too_large"),
         KvError::InvalidBucket(_) => (400, "invalid_bucket"),
         KvError::Core(CoreError::Overloaded { .. }) => (503, "overloaded"),
-        KvError::Core(_) | KvError::Storage(_) => (503, "unavailable"),
+        KvError::Core(_) | KvError::Storage(_) | KvError::Unavailable(_) => (503, "unavailable"),
+        KvError::TryAgain(_) | KvError::NotOwner(_) => (503, "try_again"),
         KvError::Corrupt(_) => (500, "corrupt"),
     }
 }

@@ -39,6 +39,7 @@ pub fn router(node: Arc<NodeState>, prometheus: PrometheusHandle) -> Router {
             "/buckets/{bucket}/keys/{key}",
             get(get_object).put(put_object).delete(delete_object),
         )
+        .merge(crate::cluster_api::routes().with_state(node.clone()))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no_route", "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             let msg = "method not allowed on this endpoint".into();

@@ -5,6 +5,8 @@
 //! It knows nothing of storage internals: every data request goes through
 //! colony-kv's coordinator to the vnode that owns the key.
 
+pub mod admin;
+pub mod cluster_api;
 pub mod cmd;
 pub mod config;
 pub mod conn;

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = match cli.command {
-        Command::Start(flags) => NodeConfig::resolve(flags).and_then(|config| {
+        Command::Start(flags) => NodeConfig::resolve(*flags).and_then(|config| {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(config.threads)
                 .enable_all()
@@ -29,6 +29,21 @@ fn main() -> ExitCode {
                 .build()?
                 .block_on(colony_server::node::run(config))
         }),
+        Command::Admin(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match rt {
+                Ok(rt) => match rt.block_on(colony_server::admin::run(args)) {
+                    Ok(()) => return ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("colony admin: {e:#}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                Err(e) => Err(e.into()),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,9 +4,11 @@
 use crate::config::NodeConfig;
 use crate::state::NodeState;
 use anyhow::{anyhow, Context};
+use colony_core::cluster::{Cluster, ClusterConfig, HandoffConfig};
 use colony_core::vnode::VnodeConfig;
-use colony_core::NodeId;
+use colony_core::{ClusterSecret, NodeId};
 use colony_kv::{KvConfig, KvService, StoreConfig, SystemClock};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,8 +42,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tracing::info!(data_dir = %config.data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "store open");
     let resp = bind(config.resp, "Redis protocol (--resp)").await?;
     let http = bind(config.http, "HTTP (--http)").await?;
-    let cluster = bind(config.cluster, "cluster (--cluster)").await?;
-    let node = Arc::new(NodeState::new(Arc::new(kv), config));
+    let cluster = Arc::new(start_cluster(&config).await?);
+    kv.attach(cluster.clone());
+    let mut left = cluster.watch_left();
+    let node = Arc::new(NodeState::new(Arc::new(kv), cluster.clone(), config));
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
 
@@ -51,7 +55,6 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         stop.clone(),
         tracker.clone(),
     ));
-    tracker.spawn(reserve_cluster_port(cluster, stop.clone()));
     let router = crate::http::router(node.clone(), prometheus);
     let http_stop = stop.clone();
     tracker.spawn(async move {
@@ -64,7 +67,14 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tracing::info!(node = %c.node_name, resp = %c.resp, http = %c.http, cluster = %c.cluster,
         fsync = c.fsync_name(), partitions = c.ring_size, "colony node ready");
 
-    wait_for_signal().await;
+    tokio::select! {
+        () = wait_for_signal() => {}
+        _ = left.wait_for(|l| *l) => {
+            tracing::info!("this node has left the cluster: every partition is handed off");
+            // Let the last ring reach the others before going quiet.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
     tracing::info!("shutting down: closing listeners and connections");
     stop.cancel();
     tracker.close();
@@ -126,15 +136,37 @@ async fn accept_resp(
     }
 }
 
-/// The cluster port is bound now so that a port clash shows at start-up;
-/// inter-node RPC arrives with clustering. Connections are closed at once.
-async fn reserve_cluster_port(listener: TcpListener, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            a = listener.accept() => { drop(a); }
-            () = stop.cancelled() => return,
-        }
+async fn start_cluster(config: &NodeConfig) -> anyhow::Result<Cluster> {
+    if config.cluster_secret.is_none() {
+        tracing::warn!("no --cluster-secret: this node runs alone and no node can join it");
     }
+    let mut info = BTreeMap::new();
+    info.insert("resp".to_string(), config.resp.to_string());
+    info.insert("http".to_string(), config.http.to_string());
+    let cfg = ClusterConfig {
+        node: NodeId::new(config.node_name.clone()),
+        listen: config.cluster,
+        advertise: config.advertise,
+        join: config.join.clone(),
+        secret: config
+            .cluster_secret
+            .as_deref()
+            .map(ClusterSecret::from_passphrase),
+        ring_path: config.data_dir.join("ring"),
+        ring_size: config.ring_size,
+        n_val: config.n_val,
+        auto_commit: config.auto_commit,
+        gossip_interval: config.gossip_interval,
+        handoff: HandoffConfig {
+            rate_bytes: config.handoff_rate_bytes,
+            chunk_bytes: 256 * 1024,
+            concurrency: config.handoff_concurrency,
+        },
+        info,
+    };
+    Cluster::start(cfg)
+        .await
+        .with_context(|| format!("cannot start the cluster service on {}", config.cluster))
 }
 
 async fn wait_for_signal() {

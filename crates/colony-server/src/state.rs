@@ -3,6 +3,7 @@
 
 use crate::config::NodeConfig;
 use bytes::Bytes;
+use colony_core::cluster::Cluster;
 use colony_kv::KvService;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +39,7 @@ pub struct ClientInfo {
 
 pub struct NodeState {
     pub kv: Arc<KvService>,
+    pub cluster: Arc<Cluster>,
     pub config: NodeConfig,
     pub stats: Stats,
     pub started: Instant,
@@ -49,9 +51,10 @@ pub struct NodeState {
 }
 
 impl NodeState {
-    pub fn new(kv: Arc<KvService>, config: NodeConfig) -> Self {
+    pub fn new(kv: Arc<KvService>, cluster: Arc<Cluster>, config: NodeConfig) -> Self {
         Self {
             kv,
+            cluster,
             config,
             stats: Stats::default(),
             started: Instant::now(),

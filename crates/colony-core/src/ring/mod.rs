@@ -216,6 +216,12 @@ impl Ring {
         self.parts.get(partition.index()).map(|e| &e.owner)
     }
 
+    /// How many times the partition has changed owner, in Lamport time: a
+    /// transfer planned against one generation is void in the next.
+    pub fn generation(&self, partition: PartitionId) -> u64 {
+        self.parts.get(partition.index()).map_or(0, |e| e.gen)
+    }
+
     /// The node a partition is being handed to, if a move is under way.
     pub fn next(&self, partition: PartitionId) -> Option<&NodeId> {
         let e = self.parts.get(partition.index())?;

@@ -77,7 +77,7 @@ pub(crate) fn apply(op: KeyOp, cur: Option<Object>, ctx: &mut Ctx<'_>) -> Applie
     match op {
         Exists => Applied::read(Reply::bool(cur.is_some())),
         Type => Applied::read(Reply::Status(
-            cur.map_or("none", |o| o.value.kind().redis_name()),
+            cur.map_or("none", |o| o.value.kind().redis_name()).into(),
         )),
         Del => match cur {
             Some(_) => Applied::delete(Reply::Int(1)),

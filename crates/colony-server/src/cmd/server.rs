@@ -18,7 +18,7 @@ pub fn dispatch<'a>(name: &str, call: Call<'a>) -> Handled<'a> {
     let a = &call.args;
     Ok(match name {
         "ping" => Outcome::Ready(match a.len() {
-            1 => Ok(Reply::Status("PONG")),
+            1 => Ok(Reply::Status("PONG".into())),
             2 => Ok(Reply::Bulk(a[1].clone())),
             _ => Err(super::wrong_arity("ping")),
         }),
@@ -37,7 +37,7 @@ pub fn dispatch<'a>(name: &str, call: Call<'a>) -> Handled<'a> {
                 c.name = None;
                 c.proto = 2;
             });
-            Outcome::Ready(Ok(Reply::Status("RESET")))
+            Outcome::Ready(Ok(Reply::Status("RESET".into())))
         }
         "auth" => Outcome::Ready(Err(
             "ERR AUTH <password> called without any password configured \
@@ -269,7 +269,7 @@ fn command_info(s: &super::table::Spec) -> Reply {
     Reply::Array(vec![
         Reply::bulk(s.name),
         Reply::Int(i64::from(s.arity)),
-        Reply::Set(s.flags.iter().map(|f| Reply::Status(f)).collect()),
+        Reply::Set(s.flags.iter().map(|f| Reply::Status((*f).into())).collect()),
         Reply::Int(i64::from(s.first_key)),
         Reply::Int(i64::from(s.last_key)),
         Reply::Int(i64::from(s.step)),

@@ -1,0 +1,430 @@
+//! Ownership handoff: streaming a partition to its next owner while the
+//! current owner keeps serving it.
+//!
+//! The sender asks its store to record every key written from now on, then
+//! streams the partition in chunks (rate-limited; the receiver remembers the
+//! last chunk's cursor, so a broken transfer resumes where it stopped). It
+//! then re-sends what was written meanwhile, a few rounds while still
+//! serving, and a last round after sealing the partition (writes wait and are
+//! retried by their coordinators). Only then does it mark the partition moved,
+//! hand it over in the ring and tell the receiver, which owns it from then on.
+
+use super::msg::{self, Handoff, HandoffItem, HandoffReply, SVC_HANDOFF};
+use super::Inner;
+use crate::{NodeId, PartitionId};
+use bytes::Bytes;
+use serde::Serialize;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A chunk of a partition and the cursor after it (None: the end).
+pub type Chunk = (Vec<HandoffItem>, Option<Bytes>);
+
+/// What a service gives core so it can move its partitions. Keys and values
+/// are opaque bytes; a store must accept back what it handed out.
+pub trait PartitionStore: Send + Sync + 'static {
+    /// Start recording keys of `partition` written from now on (a store
+    /// already recording keeps what it has).
+    fn begin(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>>;
+    /// Entries after `after` (from the start when None), about `max_bytes`
+    /// of them, and the cursor to continue from (None when done).
+    fn read_chunk(
+        &self,
+        partition: PartitionId,
+        after: Option<Bytes>,
+        max_bytes: usize,
+    ) -> BoxFut<'_, Result<Chunk, String>>;
+    /// The current state of every key recorded since the last call. With
+    /// `seal`, refuse writes to the partition from now on (retryably).
+    fn take_dirty(
+        &self,
+        partition: PartitionId,
+        seal: bool,
+    ) -> BoxFut<'_, Result<Vec<HandoffItem>, String>>;
+    /// Accept writes again (a sealed transfer failed; it will be retried).
+    fn unseal(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>>;
+    /// The transfer is called off: stop recording, accept writes.
+    fn cancel(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>>;
+    /// The partition now belongs to `to`: refuse every request, naming `to`.
+    fn moved(&self, partition: PartitionId, to: NodeId) -> BoxFut<'_, Result<(), String>>;
+    /// Remove every entry of the partition and forget any handoff state.
+    fn reset(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>>;
+    /// Store entries received from the previous owner.
+    fn import(
+        &self,
+        partition: PartitionId,
+        items: Vec<HandoffItem>,
+    ) -> BoxFut<'_, Result<(), String>>;
+    /// Whether any entry of the partition is stored here.
+    fn has_data(&self, partition: PartitionId) -> bool;
+    /// About how many keys the partition holds.
+    fn key_count(&self, partition: PartitionId) -> BoxFut<'_, u64>;
+}
+
+#[derive(Debug, Clone)]
+pub struct HandoffConfig {
+    /// Bytes per second, per transfer.
+    pub rate_bytes: u64,
+    pub chunk_bytes: usize,
+    /// Transfers this node sends at once.
+    pub concurrency: usize,
+}
+
+impl Default for HandoffConfig {
+    fn default() -> Self {
+        Self {
+            rate_bytes: 64 << 20,
+            chunk_bytes: 256 << 10,
+            concurrency: 2,
+        }
+    }
+}
+
+/// A transfer this node is sending, as status shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferProgress {
+    pub partition: PartitionId,
+    pub to: NodeId,
+    pub phase: &'static str,
+    pub keys_done: u64,
+    pub keys_total: u64,
+    pub bytes_done: u64,
+    pub elapsed_ms: u64,
+    /// Estimated time left, from the key rate so far.
+    pub eta_ms: Option<u64>,
+    pub attempts: u32,
+    #[serde(skip)]
+    pub started: Option<Instant>,
+}
+
+impl TransferProgress {
+    fn refresh(&mut self) {
+        let Some(started) = self.started else { return };
+        let elapsed = started.elapsed();
+        self.elapsed_ms = elapsed.as_millis() as u64;
+        self.eta_ms = (self.keys_done > 0).then(|| {
+            let left = self.keys_total.saturating_sub(self.keys_done) as f64;
+            let per_key = elapsed.as_secs_f64() / self.keys_done as f64;
+            (left * per_key * 1000.0) as u64
+        });
+    }
+}
+
+/// Run one transfer of `partition` to `to`. Errors leave the partition
+/// serving here; the scheduler retries, resuming where the receiver stopped.
+pub(super) async fn send(inner: Arc<Inner>, partition: PartitionId, to: NodeId) {
+    let store = match inner.store.get() {
+        Some(s) => s.clone(),
+        None => return,
+    };
+    let attempt = {
+        let mut t = lock(&inner.transfers);
+        let keys_total = 0;
+        let e = t.entry(partition).or_insert_with(|| TransferProgress {
+            partition,
+            to: to.clone(),
+            phase: "starting",
+            keys_done: 0,
+            keys_total,
+            bytes_done: 0,
+            elapsed_ms: 0,
+            eta_ms: None,
+            attempts: 0,
+            started: Some(Instant::now()),
+        });
+        e.attempts += 1;
+        e.attempts
+    };
+    metrics::gauge!("colony_handoff_active").increment(1.0);
+    let result = transfer(&inner, &*store, partition, &to).await;
+    metrics::gauge!("colony_handoff_active").decrement(1.0);
+    match result {
+        Ok(()) => {
+            lock(&inner.transfers).remove(&partition);
+            metrics::counter!("colony_handoff_completed_total").increment(1);
+            tracing::info!(%partition, %to, "handoff complete");
+        }
+        Err(Outcome::Cancelled) => {
+            lock(&inner.transfers).remove(&partition);
+            if let Err(e) = store.cancel(partition).await {
+                tracing::warn!(%partition, error = %e, "cancelling a handoff");
+            }
+            tracing::info!(%partition, %to, "handoff called off: the ring changed");
+        }
+        Err(Outcome::Failed(e)) => {
+            if let Err(e) = store.unseal(partition).await {
+                tracing::warn!(%partition, error = %e, "unsealing after a failed handoff");
+            }
+            if let Some(t) = lock(&inner.transfers).get_mut(&partition) {
+                t.phase = "retrying";
+            }
+            metrics::counter!("colony_handoff_failures_total").increment(1);
+            tracing::warn!(%partition, %to, attempt, error = %e, "handoff failed; will resume");
+        }
+    }
+}
+
+enum Outcome {
+    Cancelled,
+    Failed(String),
+}
+
+impl From<String> for Outcome {
+    fn from(e: String) -> Self {
+        Self::Failed(e)
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn set_phase(inner: &Inner, partition: PartitionId, phase: &'static str) {
+    if let Some(t) = lock(&inner.transfers).get_mut(&partition) {
+        t.phase = phase;
+    }
+}
+
+fn progress(inner: &Inner, partition: PartitionId, keys: u64, bytes: u64) {
+    metrics::counter!("colony_handoff_keys_total").increment(keys);
+    metrics::counter!("colony_handoff_bytes_total").increment(bytes);
+    if let Some(t) = lock(&inner.transfers).get_mut(&partition) {
+        t.keys_done += keys;
+        t.bytes_done += bytes;
+        t.refresh();
+    }
+}
+
+async fn transfer(
+    inner: &Arc<Inner>,
+    store: &dyn PartitionStore,
+    partition: PartitionId,
+    to: &NodeId,
+) -> Result<(), Outcome> {
+    let still_planned = || {
+        inner
+            .ring()
+            .is_some_and(|r| r.owner(partition) == Some(&inner.me) && r.next(partition) == Some(to))
+    };
+    let gen = inner
+        .ring()
+        .map(|r| r.generation(partition))
+        .unwrap_or_default();
+    let id = format!("{}/{}/{}", inner.me, partition, gen);
+    let keys_total = store.key_count(partition).await;
+    if let Some(t) = lock(&inner.transfers).get_mut(&partition) {
+        t.keys_total = keys_total;
+    }
+    store.begin(partition).await?;
+    let call = |m: Handoff| inner.call_handoff(to, m);
+    let HandoffReply::Resume(mut cursor) = call(Handoff::Begin {
+        partition,
+        id: id.clone(),
+    })
+    .await?
+    else {
+        return Err(Outcome::Failed(format!("{to} refused the handoff")));
+    };
+    if cursor.is_some() {
+        tracing::info!(%partition, %to, "resuming a handoff");
+    }
+    set_phase(inner, partition, "streaming");
+    let rate = inner.config.handoff.rate_bytes.max(1);
+    let started = Instant::now();
+    let mut sent_bytes = 0u64;
+    loop {
+        if !still_planned() {
+            return Err(Outcome::Cancelled);
+        }
+        let (items, next) = store
+            .read_chunk(partition, cursor.clone(), inner.config.handoff.chunk_bytes)
+            .await?;
+        let bytes: u64 = items.iter().map(|i| i.size() as u64).sum();
+        let keys = items.len() as u64;
+        expect_ok(
+            call(Handoff::Chunk {
+                partition,
+                id: id.clone(),
+                items,
+                cursor: next.clone(),
+            })
+            .await?,
+        )?;
+        progress(inner, partition, keys, bytes);
+        sent_bytes += bytes;
+        // Rate limit: never run ahead of `rate` bytes per second.
+        let due = Duration::from_secs_f64(sent_bytes as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    set_phase(inner, partition, "catching up");
+    for _ in 0..5 {
+        let dirty = store.take_dirty(partition, false).await?;
+        let n = dirty.len();
+        send_items(inner, partition, to, &id, dirty).await?;
+        if n < 256 {
+            break;
+        }
+    }
+    if !still_planned() {
+        return Err(Outcome::Cancelled);
+    }
+    set_phase(inner, partition, "sealed");
+    let last = store.take_dirty(partition, true).await?;
+    send_items(inner, partition, to, &id, last).await?;
+    // From here on the partition is the receiver's: refuse requests here
+    // before the ring says so, so no write lands on the old owner.
+    store.moved(partition, to.clone()).await?;
+    let ring = inner
+        .update_ring(|r| r.complete(partition, &inner.me).map(|_| ()))
+        .await
+        .map_err(|e| Outcome::Failed(e.to_string()))?;
+    set_phase(inner, partition, "committing");
+    let commit = Handoff::Commit {
+        partition,
+        id,
+        ring: Bytes::from(ring.encode()),
+    };
+    for attempt in 0..3 {
+        match call(commit.clone()).await {
+            Ok(_) => break,
+            Err(e) => {
+                // The ring reaches the receiver by gossip anyway.
+                tracing::warn!(%partition, %to, attempt, error = %e, "handoff commit not delivered");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn send_items(
+    inner: &Arc<Inner>,
+    partition: PartitionId,
+    to: &NodeId,
+    id: &str,
+    items: Vec<HandoffItem>,
+) -> Result<(), Outcome> {
+    let chunk_bytes = inner.config.handoff.chunk_bytes.max(1);
+    let mut batch = Vec::new();
+    let mut size = 0;
+    let mut iter = items.into_iter().peekable();
+    while let Some(item) = iter.next() {
+        size += item.size();
+        batch.push(item);
+        if size >= chunk_bytes || iter.peek().is_none() {
+            let keys = batch.len() as u64;
+            let bytes = size as u64;
+            expect_ok(
+                inner
+                    .call_handoff(
+                        to,
+                        Handoff::Chunk {
+                            partition,
+                            id: id.to_string(),
+                            items: std::mem::take(&mut batch),
+                            cursor: None,
+                        },
+                    )
+                    .await?,
+            )?;
+            progress(inner, partition, keys, bytes);
+            size = 0;
+        }
+    }
+    Ok(())
+}
+
+fn expect_ok(reply: HandoffReply) -> Result<(), Outcome> {
+    match reply {
+        HandoffReply::Ok => Ok(()),
+        HandoffReply::Refused(e) => Err(Outcome::Failed(e)),
+        HandoffReply::Resume(_) => Err(Outcome::Failed("unexpected handoff reply".into())),
+    }
+}
+
+/// The receiving side of every transfer to this node.
+pub(super) async fn receive(inner: &Arc<Inner>, m: Handoff) -> HandoffReply {
+    let Some(store) = inner.store.get().cloned() else {
+        return HandoffReply::Refused("this node has no store yet".into());
+    };
+    match m {
+        Handoff::Begin { partition, id } => {
+            let known = lock(&inner.incoming).get(&partition).cloned();
+            match known {
+                Some((tid, cursor)) if tid == id => HandoffReply::Resume(cursor),
+                _ => {
+                    // A new transfer: whatever an earlier one left is stale.
+                    lock(&inner.incoming).insert(partition, (id, None));
+                    match store.reset(partition).await {
+                        Ok(()) => HandoffReply::Resume(None),
+                        Err(e) => HandoffReply::Refused(e),
+                    }
+                }
+            }
+        }
+        Handoff::Chunk {
+            partition,
+            id,
+            items,
+            cursor,
+        } => {
+            let current = lock(&inner.incoming)
+                .get(&partition)
+                .map(|(t, _)| t.clone());
+            if current.as_deref() != Some(id.as_str()) {
+                return HandoffReply::Refused(format!(
+                    "no transfer {id} of partition {partition} in progress here"
+                ));
+            }
+            let n = items.len() as u64;
+            if let Err(e) = store.import(partition, items).await {
+                return HandoffReply::Refused(e);
+            }
+            metrics::counter!("colony_handoff_received_keys_total").increment(n);
+            if cursor.is_some() {
+                if let Some(e) = lock(&inner.incoming).get_mut(&partition) {
+                    e.1 = cursor;
+                }
+            }
+            HandoffReply::Ok
+        }
+        Handoff::Commit {
+            partition,
+            id,
+            ring,
+        } => {
+            let ring = match crate::Ring::decode(&ring) {
+                Ok(r) => r,
+                Err(e) => return HandoffReply::Refused(e.to_string()),
+            };
+            if let Err(e) = inner.merge_ring(&ring).await {
+                return HandoffReply::Refused(e.to_string());
+            }
+            let mut incoming = lock(&inner.incoming);
+            if incoming.get(&partition).is_some_and(|(t, _)| *t == id) {
+                incoming.remove(&partition);
+            }
+            HandoffReply::Ok
+        }
+    }
+}
+
+impl Inner {
+    async fn call_handoff(&self, to: &NodeId, m: Handoff) -> Result<HandoffReply, String> {
+        let body = self
+            .call(to, SVC_HANDOFF, msg::encode(&m))
+            .await
+            .map_err(|e| format!("{to}: {e}"))?;
+        msg::decode(&body)
+    }
+}
