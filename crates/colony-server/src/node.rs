@@ -69,7 +69,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     tokio::select! {
         () = wait_for_signal() => {}
-        _ = left.wait_for(|l| *l) => {
+        // Drop the watch guard at once: holding it blocks the sender.
+        _ = async { left.wait_for(|l| *l).await.map(|_| ()) } => {
             tracing::info!("this node has left the cluster: every partition is handed off");
             // Let the last ring reach the others before going quiet.
             tokio::time::sleep(Duration::from_secs(1)).await;

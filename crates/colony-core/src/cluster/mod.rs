@@ -735,13 +735,58 @@ async fn maintain(inner: Arc<Inner>) {
         }
         let Some(ring) = inner.ring() else { continue };
         if ring.member(&inner.me).map(|m| m.status) == Some(MemberStatus::Left) {
-            inner.left.send_replace(true);
+            inner.left.send_if_modified(|l| !std::mem::replace(l, true));
         }
         start_handoffs(&inner, &ring, &peers);
+        rebalance(&inner, &ring, &peers, &digest).await;
         if last_drop_check.elapsed() >= Duration::from_secs(2) {
             last_drop_check = tokio::time::Instant::now();
             drop_foreign(&inner, &ring, &peers, &digest).await;
         }
+    }
+}
+
+/// Whether every live member holds the ring with `digest`.
+fn converged(ring: &Ring, peers: &[Peer], digest: &str) -> bool {
+    peers
+        .iter()
+        .filter(|p| {
+            p.live
+                && ring
+                    .member(&p.node)
+                    .is_some_and(|m| m.status != MemberStatus::Left)
+        })
+        .all(|p| p.state.get("ring").map(String::as_str) == Some(digest))
+}
+
+/// With auto-commit, once the ring is settled (no transfers, every member
+/// agreeing), commit whatever the claim still wants: concurrent joins each
+/// commit a plan made without the other, and their merge may leave the ring
+/// unbalanced. One member does it (the first valid live one by name), so
+/// members do not race to commit the same plan.
+async fn rebalance(inner: &Arc<Inner>, ring: &Ring, peers: &[Peer], digest: &str) {
+    if !inner.config.auto_commit || !ring.transfers().is_empty() || !converged(ring, peers, digest)
+    {
+        return;
+    }
+    let live: HashSet<&NodeId> = peers.iter().filter(|p| p.live).map(|p| &p.node).collect();
+    let first = ring
+        .members()
+        .iter()
+        .find(|(n, m)| m.status == MemberStatus::Valid && (**n == inner.me || live.contains(n)))
+        .map(|(n, _)| n);
+    if first != Some(&inner.me) || ring.plan().is_empty() {
+        return;
+    }
+    tracing::info!("committing a rebalance of the settled ring");
+    if let Err(e) = inner
+        .update_ring(|r| {
+            r.commit();
+            Ok(())
+        })
+        .await
+    {
+        tracing::warn!(error = %e, "rebalance commit failed");
     }
 }
 

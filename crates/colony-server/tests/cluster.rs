@@ -1,0 +1,311 @@
+//! Multi-process cluster tests: real `colony` processes on loopback joining,
+//! serving every key through any node, growing while a client writes and
+//! reads, shrinking with `leave`, and refusing a node without the secret.
+#![allow(clippy::unwrap_used)]
+
+use colony_testkit::{eventually, http_request, Node, NodeOptions, Target};
+use redis::aio::MultiplexedConnection;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SECRET: &str = "test-cluster-secret";
+const SETTLE: Duration = Duration::from_secs(90);
+
+fn colony() -> Target {
+    Target::Colony {
+        bin: env!("CARGO_BIN_EXE_colony").into(),
+    }
+}
+
+async fn start(name: &str, join: Option<&Node>, secret: &str) -> Node {
+    let mut opts = NodeOptions::new(colony())
+        .name(name)
+        .arg("--cluster-secret")
+        .arg(secret)
+        .arg("--gossip-interval-ms")
+        .arg("100");
+    if let Some(seed) = join {
+        opts = opts.arg("--join").arg(seed.cluster_addr().to_string());
+    }
+    Node::start(opts).await.unwrap()
+}
+
+/// A connection that waits as long as a rebalance may hold a request.
+async fn conn(addr: std::net::SocketAddr) -> MultiplexedConnection {
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
+    redis::Client::open(format!("redis://{addr}/"))
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap()
+}
+
+async fn status(node: &Node) -> Value {
+    let r = http_request(node.http_addr(), "GET", "/api/v1/cluster/status", b"", &[])
+        .await
+        .unwrap();
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+async fn post(node: &Node, path: &str) -> (u16, Value) {
+    let r = http_request(node.http_addr(), "POST", path, b"", &[])
+        .await
+        .unwrap();
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+/// Wait until `node` sees exactly `members` valid members, no transfers,
+/// and every member holding the same ring.
+async fn settled(node: &Node, members: &[&str]) -> Value {
+    let mut last = Value::Null;
+    let ok = eventually(SETTLE, async || {
+        last = status(node).await;
+        let valid: Vec<&str> = last["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["status"] == "Valid")
+            .map(|m| m["node"].as_str().unwrap())
+            .collect();
+        let in_sync = last["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["status"] == "Valid")
+            .all(|m| m["ring_in_sync"] == true && m["live"] == true);
+        let planned = last["staged"]["transfers"].as_array().unwrap().len()
+            + last["staged"]["forced"].as_array().unwrap().len();
+        valid == members
+            && in_sync
+            && planned == 0
+            && last["transfers"].as_array().unwrap().is_empty()
+    })
+    .await;
+    assert!(ok, "cluster did not settle on {members:?}: {last:#}");
+    last
+}
+
+fn assert_balanced(st: &Value) {
+    let valid: Vec<u64> = st["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["status"] == "Valid")
+        .map(|m| m["partitions"].as_u64().unwrap())
+        .collect();
+    let q = st["ring_size"].as_u64().unwrap();
+    let n = valid.len() as u64;
+    assert_eq!(valid.iter().sum::<u64>(), q, "{st:#}");
+    for c in &valid {
+        assert!(*c <= q.div_ceil(n) + 1, "unbalanced ownership {valid:?}");
+    }
+}
+
+/// Write `n` keys of mixed types: strings, hashes, sets and counters.
+async fn write_mixed(c: &mut MultiplexedConnection, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        let mut pipe = redis::pipe();
+        for &i in chunk {
+            match i % 4 {
+                0 => pipe.cmd("SET").arg(format!("s:{i}")).arg(format!("v{i}")),
+                1 => pipe
+                    .cmd("HSET")
+                    .arg(format!("h:{i}"))
+                    .arg("f")
+                    .arg(i)
+                    .arg("g")
+                    .arg("x"),
+                2 => pipe.cmd("SADD").arg(format!("t:{i}")).arg("a").arg(i),
+                _ => pipe.cmd("INCRBY").arg(format!("c:{i}")).arg(i),
+            };
+        }
+        let _: redis::Value = pipe.query_async(c).await.unwrap();
+    }
+}
+
+/// Read every key written by [`write_mixed`] and check its value.
+async fn check_mixed(c: &mut MultiplexedConnection, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        let mut pipe = redis::pipe();
+        for &i in chunk {
+            match i % 4 {
+                0 => pipe.cmd("GET").arg(format!("s:{i}")),
+                1 => pipe.cmd("HGET").arg(format!("h:{i}")).arg("f"),
+                2 => pipe.cmd("SISMEMBER").arg(format!("t:{i}")).arg(i),
+                _ => pipe.cmd("GET").arg(format!("c:{i}")),
+            };
+        }
+        let got: Vec<redis::Value> = pipe.query_async(c).await.unwrap();
+        for (&i, v) in chunk.iter().zip(got) {
+            let ok = match (i % 4, &v) {
+                (0, redis::Value::BulkString(b)) => *b == format!("v{i}").into_bytes(),
+                (1 | 3, redis::Value::BulkString(b)) => *b == i.to_string().into_bytes(),
+                (2, redis::Value::Int(1)) => true,
+                _ => false,
+            };
+            assert!(ok, "key {i} (kind {}) read back {v:?}", i % 4);
+        }
+    }
+}
+
+/// A client that keeps writing fresh keys and reading back earlier ones
+/// through every node, until told to stop. Returns what it wrote.
+fn background_client(
+    nodes: Vec<std::net::SocketAddr>,
+    stop: Arc<AtomicBool>,
+    written: Arc<Mutex<BTreeMap<String, String>>>,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut conns = Vec::new();
+        for a in &nodes {
+            conns.push(conn(*a).await);
+        }
+        let mut i = 0usize;
+        while !stop.load(Ordering::Relaxed) && i < 200_000 {
+            let c = &mut conns[i % nodes.len()];
+            let key = format!("bg:{i}");
+            let value = format!("w{i}");
+            let _: () = redis::cmd("SET")
+                .arg(&key)
+                .arg(&value)
+                .query_async(c)
+                .await
+                .unwrap_or_else(|e| panic!("write of {key} failed during a rebalance: {e}"));
+            written.lock().unwrap().insert(key, value);
+            if i >= 10 {
+                let back = format!("bg:{}", i - 10);
+                let got: Option<String> =
+                    redis::cmd("GET").arg(&back).query_async(c).await.unwrap();
+                assert_eq!(
+                    got,
+                    Some(format!("w{}", i - 10)),
+                    "read of {back} during a rebalance"
+                );
+            }
+            i += 1;
+        }
+        i
+    })
+}
+
+async fn check_written(c: &mut MultiplexedConnection, written: &BTreeMap<String, String>) {
+    for (k, v) in written {
+        let got: Option<String> = redis::cmd("GET").arg(k).query_async(c).await.unwrap();
+        assert_eq!(got.as_ref(), Some(v), "key {k} written during a rebalance");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_grows_and_shrinks_without_losing_a_key() {
+    let n1 = start("n1", None, SECRET).await;
+    let n2 = start("n2", Some(&n1), SECRET).await;
+    let n3 = start("n3", Some(&n1), SECRET).await;
+    let st = settled(&n1, &["n1", "n2", "n3"]).await;
+    assert_balanced(&st);
+
+    const KEYS: usize = 20_000;
+    write_mixed(&mut conn(n1.resp_addr()).await, KEYS).await;
+    check_mixed(&mut conn(n3.resp_addr()).await, KEYS).await;
+    let dbsize: u64 = redis::cmd("DBSIZE")
+        .query_async(&mut conn(n2.resp_addr()).await)
+        .await
+        .unwrap();
+    assert_eq!(
+        dbsize, KEYS as u64,
+        "DBSIZE through n2 counts every node's keys"
+    );
+
+    // Grow to five while a client writes and reads through every node.
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(Mutex::new(BTreeMap::new()));
+    let addrs = vec![n1.resp_addr(), n2.resp_addr(), n3.resp_addr()];
+    let client = background_client(addrs, stop.clone(), written.clone());
+    let n4 = start("n4", Some(&n2), SECRET).await;
+    let n5 = start("n5", Some(&n3), SECRET).await;
+    let st = settled(&n1, &["n1", "n2", "n3", "n4", "n5"]).await;
+    stop.store(true, Ordering::Relaxed);
+    let ops = client.await.unwrap();
+    assert!(ops > 0);
+    assert_balanced(&st);
+    check_mixed(&mut conn(n5.resp_addr()).await, KEYS).await;
+    let snapshot = written.lock().unwrap().clone();
+    check_written(&mut conn(n4.resp_addr()).await, &snapshot).await;
+
+    // Two nodes leave: each hands every partition off, then stops.
+    let stop = Arc::new(AtomicBool::new(false));
+    let addrs = vec![n1.resp_addr(), n2.resp_addr(), n3.resp_addr()];
+    let client = background_client(addrs, stop.clone(), written.clone());
+    let (code, body) = post(&n1, "/api/v1/cluster/leave/n4").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = post(&n2, "/api/v1/cluster/leave/n5").await;
+    assert_eq!(code, 200, "{body}");
+    let st = settled(&n3, &["n1", "n2", "n3"]).await;
+    stop.store(true, Ordering::Relaxed);
+    client.await.unwrap();
+    assert_balanced(&st);
+    let left: Vec<&str> = st["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["status"] == "Left")
+        .map(|m| m["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, ["n4", "n5"]);
+    check_mixed(&mut conn(n2.resp_addr()).await, KEYS).await;
+    let snapshot = written.lock().unwrap().clone();
+    check_written(&mut conn(n1.resp_addr()).await, &snapshot).await;
+    let mut n4 = n4;
+    let mut n5 = n5;
+    let exited = eventually(Duration::from_secs(30), async || {
+        !n4.is_running() && !n5.is_running()
+    })
+    .await;
+    assert!(exited, "nodes that left should stop by themselves");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_secret_is_refused_and_a_restarted_member_comes_back() {
+    let n1 = start("a1", None, SECRET).await;
+    let mut n2 = start("a2", Some(&n1), SECRET).await;
+    settled(&n1, &["a1", "a2"]).await;
+    let mut c = conn(n1.resp_addr()).await;
+    write_mixed(&mut c, 2000).await;
+
+    let intruder = start("intruder", Some(&n1), "not-the-secret").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let st = status(&n1).await;
+    let names: Vec<&str> = st["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a1", "a2"], "the intruder must not be a member");
+    let st = status(&intruder).await;
+    assert_eq!(st["joined"], false);
+    let err = redis::cmd("GET")
+        .arg("s:0")
+        .query_async::<Option<String>>(&mut conn(intruder.resp_addr()).await)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("joining"), "{err}");
+    assert!(
+        intruder.log().contains("authentication failed"),
+        "the intruder's log says why it is not in: {}",
+        intruder.log()
+    );
+
+    // A member killed and restarted with its data comes back as itself.
+    n2.kill9();
+    n2.restart().await.unwrap();
+    let st = settled(&n1, &["a1", "a2"]).await;
+    assert_balanced(&st);
+    check_mixed(&mut conn(n2.resp_addr()).await, 2000).await;
+}
