@@ -273,6 +273,46 @@ async fn node_info(State(app): State<App>) -> Response {
     .into_response()
 }
 
+/// Membership, liveness (failure detection's view, which never moves
+/// ownership) and handoff progress, as gauges.
+async fn cluster_gauges(node: &NodeState) {
+    let st = node.cluster.status().await;
+    metrics::gauge!("colony_cluster_ring_version").set(st.ring_version as f64);
+    let mut by_status: std::collections::BTreeMap<&'static str, u64> = Default::default();
+    for m in &st.members {
+        *by_status.entry(m.status.as_str()).or_default() += 1;
+        let name = m.node.to_string();
+        metrics::gauge!("colony_cluster_member_up", "node" => name.clone()).set(if m.live {
+            1.0
+        } else {
+            0.0
+        });
+        metrics::gauge!("colony_cluster_member_partitions", "node" => name.clone())
+            .set(m.partitions as f64);
+        metrics::gauge!("colony_cluster_member_ring_in_sync", "node" => name)
+            .set(if m.ring_in_sync { 1.0 } else { 0.0 });
+    }
+    for status in ["joining", "valid", "leaving", "exiting", "left", "down"] {
+        let n = by_status.get(status).copied().unwrap_or(0);
+        metrics::gauge!("colony_cluster_members", "status" => status).set(n as f64);
+    }
+    metrics::gauge!("colony_handoff_transfers").set(st.transfers.len() as f64);
+    metrics::gauge!("colony_handoff_sending").set(st.sending.len() as f64);
+    let keys_done: u64 = st.sending.iter().map(|t| t.keys_done).sum();
+    let keys_total: u64 = st.sending.iter().map(|t| t.keys_total).sum();
+    let bytes_done: u64 = st.sending.iter().map(|t| t.bytes_done).sum();
+    let eta = st
+        .sending
+        .iter()
+        .filter_map(|t| t.eta_ms)
+        .max()
+        .unwrap_or(0);
+    metrics::gauge!("colony_handoff_sending_keys_done").set(keys_done as f64);
+    metrics::gauge!("colony_handoff_sending_keys_total").set(keys_total as f64);
+    metrics::gauge!("colony_handoff_sending_bytes_done").set(bytes_done as f64);
+    metrics::gauge!("colony_handoff_eta_seconds").set(eta as f64 / 1000.0);
+}
+
 async fn metrics(State(app): State<App>) -> Response {
     let node = &app.node;
     if let Ok(counts) = node.kv.counts().await {
@@ -293,6 +333,7 @@ async fn metrics(State(app): State<App>) -> Response {
             *counted = live;
         }
     }
+    cluster_gauges(node).await;
     metrics::gauge!("colony_storage_disk_bytes").set(node.kv.disk_bytes() as f64);
     let (write_buffer, cache) = node.kv.memory_bytes();
     metrics::gauge!("colony_storage_write_buffer_bytes").set(write_buffer as f64);

@@ -302,6 +302,58 @@ async fn a_node_without_the_secret_is_refused_and_a_restarted_member_comes_back(
         intruder.log()
     );
 
+    // Multi-key commands scatter over the owners and gather the answers.
+    let mut c2 = conn(n2.resp_addr()).await;
+    let pairs: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("m:{i}"), format!("mv{i}")))
+        .collect();
+    let _: () = redis::cmd("MSET")
+        .arg(&pairs)
+        .query_async(&mut c2)
+        .await
+        .unwrap();
+    let keys: Vec<&String> = pairs.iter().map(|(k, _)| k).collect();
+    let got: Vec<Option<String>> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        pairs
+            .iter()
+            .map(|(_, v)| Some(v.clone()))
+            .collect::<Vec<_>>()
+    );
+    for (k, members) in [("x:a", &["1", "2", "3"][..]), ("x:b", &["2", "3", "4"][..])] {
+        let _: () = redis::cmd("SADD")
+            .arg(k)
+            .arg(members)
+            .query_async(&mut c2)
+            .await
+            .unwrap();
+    }
+    let mut inter: Vec<String> = redis::cmd("SINTER")
+        .arg("x:a")
+        .arg("x:b")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    inter.sort();
+    assert_eq!(inter, ["2", "3"]);
+    let removed: usize = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(removed, 200);
+    let got: Vec<Option<String>> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut c2)
+        .await
+        .unwrap();
+    assert!(got.iter().all(Option::is_none));
+
     // A member killed and restarted with its data comes back as itself.
     n2.kill9();
     n2.restart().await.unwrap();
