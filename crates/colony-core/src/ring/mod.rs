@@ -36,7 +36,9 @@ pub enum MemberStatus {
     Leaving,
     /// Leave committed: handing its partitions off, then it stops.
     Exiting,
-    /// Gone: it owns nothing and takes no requests.
+    /// Gone: it owns nothing and takes no requests. A hand-over racing its
+    /// retirement can still land a partition on it (with the only copy of
+    /// the data): it hands that on like an exiting member.
     Left,
     /// Marked down by an operator: its partitions are reassigned without
     /// a transfer at the next commit.
@@ -375,7 +377,7 @@ impl Ring {
     /// without waiting for a transfer that cannot happen.
     pub fn mark_down(&mut self, node: &NodeId) -> Result<(), CoreError> {
         let m = self.member_or_err(node)?;
-        if m.status == MemberStatus::Left {
+        if m.status == MemberStatus::Left && self.owned_by(node).next().is_none() {
             return Err(CoreError::BadRing(format!("{node} has already left")));
         }
         if m.status != MemberStatus::Down {
@@ -455,10 +457,13 @@ impl Ring {
         for (i, to) in target.into_iter().enumerate() {
             let p = PartitionId(i as u16);
             let e = &self.parts[i];
+            // Only a member marked down loses its partitions without a
+            // transfer. A `Left` owner got the partition in a hand-over
+            // that raced its retirement, and holds the data.
             let owner_gone = self
                 .members
                 .get(&e.owner)
-                .is_none_or(|m| matches!(m.status, MemberStatus::Down | MemberStatus::Left));
+                .is_none_or(|m| m.status == MemberStatus::Down);
             if to == e.owner {
                 if self.next(p).is_some() {
                     plan.cancelled.push(p);
@@ -512,17 +517,31 @@ impl Ring {
         plan
     }
 
-    /// Hand `partition` from its owner `from` to the planned next owner:
-    /// called by `from` once the transfer is complete.
-    pub fn complete(&mut self, partition: PartitionId, from: &NodeId) -> Result<NodeId, CoreError> {
-        let to = match (self.owner(partition), self.next(partition)) {
-            (Some(o), Some(to)) if o == from => to.clone(),
+    /// Hand `partition` from its owner `from` to `to`, the node its data
+    /// was sent to: called by `from` once the transfer is complete. Refused
+    /// unless `to` is still the planned next owner: the plan may have been
+    /// changed (merged in from another node) while the data was on its way,
+    /// and the new target holds none of it.
+    pub fn complete(
+        &mut self,
+        partition: PartitionId,
+        from: &NodeId,
+        to: &NodeId,
+    ) -> Result<NodeId, CoreError> {
+        match (self.owner(partition), self.next(partition)) {
+            (Some(o), Some(next)) if o == from && next == to => {}
+            (Some(o), Some(next)) if o == from => {
+                return Err(CoreError::BadRing(format!(
+                    "partition {partition} is now planned to move to {next}, not {to}"
+                )))
+            }
             _ => {
                 return Err(CoreError::BadRing(format!(
                     "partition {partition} is not moving away from {from}"
                 )))
             }
-        };
+        }
+        let to = to.clone();
         let stamp = self.tick();
         let e = &mut self.parts[partition.index()];
         e.owner = to.clone();

@@ -17,7 +17,7 @@ fn three() -> Ring {
 /// Complete every transfer, as the owners would once the data is across.
 fn finish_all(r: &mut Ring) {
     for m in r.transfers() {
-        r.complete(m.partition, &m.from).unwrap();
+        r.complete(m.partition, &m.from, &m.to).unwrap();
     }
 }
 
@@ -50,10 +50,13 @@ fn join_plans_transfers_and_ownership_switches_only_on_completion() {
         "nothing moves before transfers finish"
     );
     let first = r.transfers()[0].clone();
-    assert_eq!(r.complete(first.partition, &first.from).unwrap(), n(1));
+    assert_eq!(
+        r.complete(first.partition, &first.from, &first.to).unwrap(),
+        n(1)
+    );
     assert_eq!(r.owner(first.partition), Some(&n(1)));
     assert_eq!(r.next(first.partition), None);
-    assert!(r.complete(first.partition, &first.from).is_err());
+    assert!(r.complete(first.partition, &first.from, &first.to).is_err());
     finish_all(&mut r);
     assert_eq!(r.owned_by(&n(1)).count(), 32);
     assert!(r.plan().is_empty());
@@ -125,7 +128,7 @@ fn a_completed_move_survives_a_concurrent_commit() {
     let t = base.transfers()[0].clone();
     // The owner completes while another node, unaware, stages and commits.
     let mut owner_view = base.clone();
-    owner_view.complete(t.partition, &t.from).unwrap();
+    owner_view.complete(t.partition, &t.from, &t.to).unwrap();
     let mut other = base.clone();
     other.stage_join(&n(2), "a2".into());
     other.commit();
@@ -177,7 +180,7 @@ fn apply(r: &mut Ring, op: &Op) {
             let t = r.transfers();
             if !t.is_empty() {
                 let m = &t[k % t.len()];
-                r.complete(m.partition, &m.from).unwrap();
+                r.complete(m.partition, &m.from, &m.to).unwrap();
             }
         }
         Op::Clear => {
@@ -242,4 +245,75 @@ proptest! {
             prop_assert!(c <= q.div_ceil(claimants.len()) + 1, "{} owns {}", m, c);
         }
     }
+}
+
+/// The owner streams a partition to the planned node, and while the data
+/// is on its way it merges a commit made elsewhere that re-plans the
+/// partition to another node. Completing the transfer it ran must not hand
+/// the partition to that other node, which holds none of its data.
+#[test]
+fn completing_a_transfer_never_hands_the_partition_to_a_node_that_was_not_sent_it() {
+    let mut base = three();
+    base.stage_join(&n(3), "a3".into());
+    base.commit();
+    let mut other = base.clone();
+    other.stage_leave(&n(3)).unwrap();
+    other.stage_join(&n(4), "a4".into());
+    other.commit();
+    let (t, retarget) = base
+        .transfers()
+        .into_iter()
+        .find_map(|t| {
+            let to = other.next(t.partition)?.clone();
+            (to != t.to).then_some((t, to))
+        })
+        .expect("the second commit re-plans some move");
+    // The owner merges the re-plan after it sent the data to `t.to`.
+    let mut owner = base.clone();
+    owner.merge(&other).unwrap();
+    assert_eq!(owner.next(t.partition), Some(&retarget));
+    assert!(owner.complete(t.partition, &t.from, &t.to).is_err());
+    assert_eq!(owner.owner(t.partition), Some(&t.from));
+    // A transfer to the new target completes.
+    owner.complete(t.partition, &t.from, &retarget).unwrap();
+    assert_eq!(owner.owner(t.partition), Some(&retarget));
+}
+
+/// A partition is handed to a member while, elsewhere, that member is
+/// staged to leave, committed (the partition is re-planned away from the
+/// old owner) and retired as owning nothing. Merged, the member is `Left`
+/// yet owns the partition and holds its only copy; the hand-over voided
+/// the re-plan, so nothing is planned to take it until the cluster commits
+/// again. That commit must move it with a transfer from that member, not
+/// force it to a node that never had the data.
+#[test]
+fn a_member_retired_while_receiving_a_partition_hands_it_on_with_its_data() {
+    let mut base = three();
+    base.stage_join(&n(3), "a3".into());
+    base.commit();
+    let t = base.transfers().into_iter().find(|t| t.to == n(3)).unwrap();
+    let mut sender = base.clone();
+    sender.complete(t.partition, &t.from, &t.to).unwrap();
+    let mut other = base.clone();
+    other.stage_leave(&n(3)).unwrap();
+    other.commit();
+    assert_eq!(other.member(&n(3)).unwrap().status, MemberStatus::Left);
+    let mut merged = sender.clone();
+    merged.merge(&other).unwrap();
+    assert_eq!(merged.owner(t.partition), Some(&n(3)));
+    assert_eq!(merged.next(t.partition), None);
+    let plan = merged.plan();
+    assert!(
+        plan.forced.iter().all(|m| m.partition != t.partition),
+        "partition {} forced off {} without its data: {plan:?}",
+        t.partition,
+        n(3)
+    );
+    // Should it be gone for good, an operator can still mark it down.
+    assert!(merged.clone().mark_down(&n(3)).is_ok());
+    merged.commit();
+    let out = merged.next(t.partition).cloned().unwrap();
+    merged.complete(t.partition, &n(3), &out).unwrap();
+    assert_eq!(merged.owned_by(&n(3)).count(), 0);
+    assert_eq!(merged.member(&n(3)).unwrap().status, MemberStatus::Left);
 }
