@@ -63,9 +63,8 @@ sys.exit(0 if ok else 1)' "$want"; then
 p99_of() { python3 -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
-ph = r["phases"][-1]
-step = ph["steps"][-1]
-print(step["total"]["latency_us"]["p50"], step["total"]["latency_us"]["p99"], step["total"]["ops"])' "$1"; }
+t = r["steps"][-1]["total"]
+print(t["latency_us"]["p50"], t["latency_us"]["p99"], t["ok"])' "$1"; }
 
 handoff_bytes() { # sum of colony_handoff_bytes_total over nodes 1..3
     local total=0 v
@@ -119,15 +118,15 @@ read -r D50 D99 DOPS < <(python3 - "$WORK" <<'PY'
 import glob, json, statistics, sys
 p50, p99, ops = [], [], 0
 for f in sorted(glob.glob(sys.argv[1] + "/during*.json")):
-    step = json.load(open(f))["phases"][-1]["steps"][-1]["total"]
-    p50.append(step["latency_us"]["p50"]); p99.append(step["latency_us"]["p99"]); ops += step["ops"]
+    t = json.load(open(f))["steps"][-1]["total"]
+    p50.append(t["latency_us"]["p50"]); p99.append(t["latency_us"]["p99"]); ops += t["ok"]
 print(statistics.median(p50) if p50 else "?", max(p99) if p99 else "?", ops)
 PY
 )
 secs=$(python3 -c "print(round($t1 - $t0, 1))")
 moved=$((bytes1 - bytes0))
 rate=$(python3 -c "print(round($moved / 1048576 / max($t1 - $t0, 0.001), 1))")
-parts=$(status | python3 -c 'import json,sys; s=json.load(sys.stdin); print(" ".join(f"{m["node"]}={m["partitions"]}" for m in s["members"]))')
+parts=$(status | python3 -c 'import json,sys; s=json.load(sys.stdin); print(" ".join("%s=%s" % (m["node"], m["partitions"]) for m in s["members"]))')
 
 cat >"$OUT" <<EOF
 | keys | value | rebalance 3 -> 4 | moved | transfer rate | p50 / p99 before (us) | p50 (median) / p99 (worst 5 s step) during (us) | ownership after |

@@ -180,7 +180,8 @@ impl Router {
             }
             metrics::counter!("colony_kv_reroutes_total").increment(1);
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(100));
+            // A sealed partition is released within milliseconds: retry often.
+            delay = (delay * 2).min(Duration::from_millis(10));
         }
     }
 }
@@ -297,6 +298,9 @@ impl PartitionStore for KvPartitions {
                 other => Err(format!("unexpected answer {other:?}")),
             }
         })
+    }
+    fn redirty(&self, partition: PartitionId, keys: Vec<Bytes>) -> BoxFut<'_, Result<(), String>> {
+        self.unit(partition, Req::HandoffRedirty { keys })
     }
     fn unseal(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
         self.unit(partition, Req::HandoffUnseal)

@@ -63,6 +63,10 @@ pub enum KvRequest {
     HandoffDirty {
         seal: bool,
     },
+    /// Record these storage keys as written again (sending them failed).
+    HandoffRedirty {
+        keys: Vec<Bytes>,
+    },
     HandoffUnseal,
     HandoffCancel,
     /// The partition belongs to `to` now: refuse everything.
@@ -570,6 +574,11 @@ impl Vnode for KvVnode {
             }
             KvRequest::HandoffRead { after, max_bytes } => self.handoff_read(after, max_bytes),
             KvRequest::HandoffDirty { seal } => self.handoff_dirty(seal),
+            KvRequest::HandoffRedirty { keys } => {
+                let d = self.dirty.get_or_insert_with(HashSet::new);
+                d.extend(keys.into_iter().map(|k| k.to_vec()));
+                Ok(KvResponse::Reply(Reply::Ok))
+            }
             KvRequest::HandoffUnseal => {
                 self.sealed = false;
                 Ok(KvResponse::Reply(Reply::Ok))

@@ -45,6 +45,8 @@ pub trait PartitionStore: Send + Sync + 'static {
         partition: PartitionId,
         seal: bool,
     ) -> BoxFut<'_, Result<Vec<HandoffItem>, String>>;
+    /// Record `keys` as written again (their sending failed).
+    fn redirty(&self, partition: PartitionId, keys: Vec<Bytes>) -> BoxFut<'_, Result<(), String>>;
     /// Accept writes again (a sealed transfer failed; it will be retried).
     fn unseal(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>>;
     /// The transfer is called off: stop recording, accept writes.
@@ -214,7 +216,10 @@ async fn transfer(
         .ring()
         .map(|r| r.generation(partition))
         .unwrap_or_default();
-    let id = format!("{}/{}/{}", inner.me, partition, gen);
+    // The session changes when this process restarts: the keys it recorded
+    // as written meanwhile are lost then, so the receiver must not resume
+    // an earlier session's transfer past them.
+    let id = format!("{}/{}/{}/{:016x}", inner.me, partition, gen, inner.session);
     let keys_total = store.key_count(partition).await;
     if let Some(t) = lock(&inner.transfers).get_mut(&partition) {
         t.keys_total = keys_total;
@@ -270,7 +275,7 @@ async fn transfer(
     for _ in 0..5 {
         let dirty = store.take_dirty(partition, false).await?;
         let n = dirty.len();
-        send_items(inner, partition, to, &id, dirty).await?;
+        send_dirty(inner, store, partition, to, &id, dirty).await?;
         if n < 256 {
             break;
         }
@@ -280,14 +285,15 @@ async fn transfer(
     }
     set_phase(inner, partition, "sealed");
     let last = store.take_dirty(partition, true).await?;
-    send_items(inner, partition, to, &id, last).await?;
-    // From here on the partition is the receiver's: refuse requests here
-    // before the ring says so, so no write lands on the old owner.
-    store.moved(partition, to.clone()).await?;
+    send_dirty(inner, store, partition, to, &id, last).await?;
+    // Sealed, so no write lands here any more. Hand over in the ring, which
+    // refuses if the plan changed while the data was on its way (the new
+    // target holds none of it); only then refuse requests here.
     let ring = inner
-        .update_ring(|r| r.complete(partition, &inner.me).map(|_| ()))
+        .update_ring(|r| r.complete(partition, &inner.me, to).map(|_| ()))
         .await
         .map_err(|e| Outcome::Failed(e.to_string()))?;
+    store.moved(partition, to.clone()).await?;
     set_phase(inner, partition, "committing");
     let commit = Handoff::Commit {
         partition,
@@ -305,6 +311,24 @@ async fn transfer(
         }
     }
     Ok(())
+}
+
+/// Send keys recorded as written; if that fails, record them again so the
+/// retry sends them (they may be behind the receiver's resume cursor).
+async fn send_dirty(
+    inner: &Arc<Inner>,
+    store: &dyn PartitionStore,
+    partition: PartitionId,
+    to: &NodeId,
+    id: &str,
+    items: Vec<HandoffItem>,
+) -> Result<(), Outcome> {
+    let keys: Vec<Bytes> = items.iter().map(|i| i.key.clone()).collect();
+    let sent = send_items(inner, partition, to, id, items).await;
+    if sent.is_err() {
+        store.redirty(partition, keys).await?;
+    }
+    sent
 }
 
 async fn send_items(
@@ -357,7 +381,13 @@ pub(super) async fn receive(inner: &Arc<Inner>, m: Handoff) -> HandoffReply {
     let Some(store) = inner.store.get().cloned() else {
         return HandoffReply::Refused("this node has no store yet".into());
     };
+    let owns = |p: PartitionId| inner.ring().is_some_and(|r| r.owner(p) == Some(&inner.me));
     match m {
+        Handoff::Begin { partition, .. } | Handoff::Chunk { partition, .. } if owns(partition) => {
+            // A stale message from a finished transfer must not touch a
+            // partition this node serves.
+            HandoffReply::Refused(format!("this node owns partition {partition} already"))
+        }
         Handoff::Begin { partition, id } => {
             let known = lock(&inner.incoming).get(&partition).cloned();
             match known {

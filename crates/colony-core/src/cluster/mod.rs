@@ -102,6 +102,8 @@ pub(crate) struct Inner {
     incoming: Mutex<HashMap<PartitionId, (String, Option<Bytes>)>>,
     left: watch::Sender<bool>,
     shutdown: CancellationToken,
+    /// Random per process start; part of every transfer id this node sends.
+    session: u64,
 }
 
 struct Dispatch(Weak<Inner>);
@@ -188,6 +190,7 @@ impl Cluster {
                 incoming: Mutex::new(HashMap::new()),
                 left,
                 shutdown,
+                session: rand::rng().random(),
             }
         });
         inner.rpc.serve(listener, inner.shutdown.clone());
@@ -615,6 +618,10 @@ impl Inner {
     }
 }
 
+fn digest_of(ring: &Ring) -> String {
+    format!("{:016x}", ring.digest())
+}
+
 fn handoff_lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -734,7 +741,15 @@ async fn maintain(inner: Arc<Inner>) {
                 .await;
         }
         let Some(ring) = inner.ring() else { continue };
-        if ring.member(&inner.me).map(|m| m.status) == Some(MemberStatus::Left) {
+        // Stop only when nothing is ours or on its way to us, and every
+        // member has seen that we left (a hand-over racing our retirement can
+        // still give us a partition, with the only copy of its data).
+        let gone = ring.member(&inner.me).map(|m| m.status) == Some(MemberStatus::Left)
+            && ring.owned_by(&inner.me).next().is_none()
+            && !ring.transfers().iter().any(|t| t.to == inner.me)
+            && handoff_lock(&inner.incoming).is_empty()
+            && converged(&ring, &inner.me, &peers, &digest_of(&ring));
+        if gone {
             inner.left.send_if_modified(|l| !std::mem::replace(l, true));
         }
         start_handoffs(&inner, &ring, &peers);
@@ -746,17 +761,18 @@ async fn maintain(inner: Arc<Inner>) {
     }
 }
 
-/// Whether every live member holds the ring with `digest`.
-fn converged(ring: &Ring, peers: &[Peer], digest: &str) -> bool {
-    peers
+/// Whether every member (live or not, other than those gone for good) last
+/// reported the ring with `digest`. Live peers only is not enough: a node
+/// just restarted has heard from nobody, and would find itself agreeing.
+fn converged(ring: &Ring, me: &NodeId, peers: &[Peer], digest: &str) -> bool {
+    ring.members()
         .iter()
-        .filter(|p| {
-            p.live
-                && ring
-                    .member(&p.node)
-                    .is_some_and(|m| m.status != MemberStatus::Left)
+        .filter(|(n, m)| *n != me && !matches!(m.status, MemberStatus::Left | MemberStatus::Down))
+        .all(|(n, _)| {
+            peers
+                .iter()
+                .any(|p| &p.node == n && p.state.get("ring").map(String::as_str) == Some(digest))
         })
-        .all(|p| p.state.get("ring").map(String::as_str) == Some(digest))
 }
 
 /// With auto-commit, once the ring is settled (no transfers, every member
@@ -765,7 +781,9 @@ fn converged(ring: &Ring, peers: &[Peer], digest: &str) -> bool {
 /// unbalanced. One member does it (the first valid live one by name), so
 /// members do not race to commit the same plan.
 async fn rebalance(inner: &Arc<Inner>, ring: &Ring, peers: &[Peer], digest: &str) {
-    if !inner.config.auto_commit || !ring.transfers().is_empty() || !converged(ring, peers, digest)
+    if !inner.config.auto_commit
+        || !ring.transfers().is_empty()
+        || !converged(ring, &inner.me, peers, digest)
     {
         return;
     }
@@ -819,15 +837,7 @@ async fn drop_foreign(inner: &Arc<Inner>, ring: &Ring, peers: &[Peer], digest: &
     let Some(store) = inner.store.get().cloned() else {
         return;
     };
-    let converged = peers
-        .iter()
-        .filter(|p| {
-            p.live
-                && ring
-                    .member(&p.node)
-                    .is_some_and(|m| m.status != MemberStatus::Left)
-        })
-        .all(|p| p.state.get("ring").map(String::as_str) == Some(digest));
+    let converged = converged(ring, &inner.me, peers, digest);
     if !converged {
         return;
     }
