@@ -354,6 +354,48 @@ async fn a_node_without_the_secret_is_refused_and_a_restarted_member_comes_back(
         .unwrap();
     assert!(got.iter().all(Option::is_none));
 
+    // The admin CLI shows the same state, in text and JSON.
+    let admin = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_colony"))
+            .arg("admin")
+            .arg("--http")
+            .arg(n1.http_addr().to_string())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = admin(&["cluster", "status"]);
+    assert!(
+        text.contains("a1") && text.contains("a2") && text.contains("valid"),
+        "{text}"
+    );
+    let ring: Value = serde_json::from_str(&admin(&["--json", "cluster", "ring"])).unwrap();
+    assert_eq!(ring["partitions"].as_array().unwrap().len(), 64);
+    let plan = admin(&["cluster", "plan"]);
+    assert!(plan.contains("0 partition move(s)"), "{plan}");
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args([
+            "admin",
+            "--http",
+            &n1.http_addr().to_string(),
+            "cluster",
+            "down",
+            "a2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a live node cannot be marked down"
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("alive"));
+
     // A member killed and restarted with its data comes back as itself.
     n2.kill9();
     n2.restart().await.unwrap();

@@ -290,10 +290,12 @@ async fn transfer(
     // refuses if the plan changed while the data was on its way (the new
     // target holds none of it); only then refuse requests here.
     let ring = inner
-        .update_ring(|r| r.complete(partition, &inner.me, to).map(|_| ()))
+        .update_ring_local(|r| r.complete(partition, &inner.me, to).map(|_| ()))
         .await
         .map_err(|e| Outcome::Failed(e.to_string()))?;
     store.moved(partition, to.clone()).await?;
+    // Tell the new owner first: until it knows, requests for the partition
+    // bounce between the two of us. Then everyone else.
     set_phase(inner, partition, "committing");
     let commit = Handoff::Commit {
         partition,
@@ -310,6 +312,7 @@ async fn transfer(
             }
         }
     }
+    inner.push(&ring).await;
     Ok(())
 }
 

@@ -422,14 +422,20 @@ impl Inner {
     where
         F: FnOnce(&mut Ring) -> Result<(), CoreError>,
     {
-        let ring = {
-            let _guard = self.ring_write.lock().await;
-            let mut ring = (*self.ring_or_err()?).clone();
-            f(&mut ring)?;
-            self.install(ring)?
-        };
+        let ring = self.update_ring_local(f).await?;
         self.push(&ring).await;
         Ok(ring)
+    }
+
+    /// Change and persist the ring without pushing it (the caller does).
+    async fn update_ring_local<F>(&self, f: F) -> Result<Arc<Ring>, CoreError>
+    where
+        F: FnOnce(&mut Ring) -> Result<(), CoreError>,
+    {
+        let _guard = self.ring_write.lock().await;
+        let mut ring = (*self.ring_or_err()?).clone();
+        f(&mut ring)?;
+        self.install(ring)
     }
 
     /// Merge a ring received from a peer.
@@ -626,14 +632,18 @@ fn handoff_lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Run the futures concurrently and wait for all of them.
 async fn futures_join_all<F: std::future::Future<Output = ()>>(calls: impl Iterator<Item = F>) {
-    let mut set = Vec::new();
-    for c in calls {
-        set.push(c);
-    }
-    for c in set {
-        c.await;
-    }
+    let mut pending: Vec<std::pin::Pin<Box<F>>> = calls.map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        pending.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if pending.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
 }
 
 /// Ask the seeds to let this node in until one does.
