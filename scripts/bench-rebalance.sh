@@ -89,6 +89,8 @@ wait_settled 3 120
 echo "loading $KEYS keys of $VALUE bytes" >&2
 "$BENCH" -q --port 27001 -w set --keyspace "$KEYS" -d "$VALUE" --load -n 0 -c 50 -P 16 --duration 900
 
+# The load leaves the stores compacting for a while; let that finish first.
+sleep "${QUIET_S:-20}"
 echo "baseline latency" >&2
 "$BENCH" -q --port 27001 -w a --keyspace "$KEYS" -d "$VALUE" --rate "$RATE" -n $((RATE * 15)) \
     --duration 20 --json "$WORK/before.json"

@@ -276,11 +276,20 @@ impl Cluster {
 
     /// Stage `node` to leave (and commit, when joins auto-commit).
     pub async fn leave(&self, node: &NodeId) -> Result<Plan, CoreError> {
+        self.stage_and_commit(|r| r.stage_leave(node)).await
+    }
+
+    /// Apply a staging change, then commit it at once with auto-commit.
+    /// Returns what was committed (empty when only staged).
+    async fn stage_and_commit(
+        &self,
+        stage: impl FnOnce(&mut Ring) -> Result<(), CoreError>,
+    ) -> Result<Plan, CoreError> {
         let auto = self.inner.config.auto_commit;
         let mut plan = Plan::default();
         self.inner
             .update_ring(|r| {
-                r.stage_leave(node)?;
+                stage(r)?;
                 if auto {
                     plan = r.commit();
                 }
@@ -302,18 +311,7 @@ impl Cluster {
                 "{node} is alive; use leave to take it out with its data"
             )));
         }
-        let auto = self.inner.config.auto_commit;
-        let mut plan = Plan::default();
-        self.inner
-            .update_ring(|r| {
-                r.mark_down(node)?;
-                if auto {
-                    plan = r.commit();
-                }
-                Ok(())
-            })
-            .await?;
-        Ok(plan)
+        self.stage_and_commit(|r| r.mark_down(node)).await
     }
 
     /// Stop gossip and RPC.
@@ -757,7 +755,6 @@ async fn maintain(inner: Arc<Inner>) {
         let gone = ring.member(&inner.me).map(|m| m.status) == Some(MemberStatus::Left)
             && ring.owned_by(&inner.me).next().is_none()
             && !ring.transfers().iter().any(|t| t.to == inner.me)
-            && handoff_lock(&inner.incoming).is_empty()
             && converged(&ring, &inner.me, &peers, &digest_of(&ring));
         if gone {
             inner.left.send_if_modified(|l| !std::mem::replace(l, true));
@@ -854,7 +851,15 @@ async fn drop_foreign(inner: &Arc<Inner>, ring: &Ring, peers: &[Peer], digest: &
     for i in 0..ring.ring_size() {
         let p = PartitionId(i);
         let mine = ring.owner(p) == Some(&inner.me) || ring.next(p) == Some(&inner.me);
-        let receiving = handoff_lock(&inner.incoming).contains_key(&p);
+        // Every member holds this ring, so a transfer it does not plan is
+        // over (cancelled or superseded): forget its resume point.
+        let receiving = {
+            let mut incoming = handoff_lock(&inner.incoming);
+            if ring.next(p) != Some(&inner.me) {
+                incoming.remove(&p);
+            }
+            incoming.contains_key(&p)
+        };
         let sending = handoff_lock(&inner.running).contains(&p);
         if mine || receiving || sending || !store.has_data(p) {
             continue;
