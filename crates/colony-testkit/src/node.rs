@@ -256,15 +256,19 @@ impl Node {
         redis::Client::open(format!("redis://{}/", self.ports.resp))
     }
 
-    /// A RESP2 connection.
+    /// A RESP2 connection. Its response timeout is generous: the client's
+    /// default (500 ms) would make a timing assertion of every long pipeline
+    /// on a loaded 2-core CI machine.
     pub async fn conn(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        self.client()?.get_multiplexed_async_connection().await
+        self.client()?
+            .get_multiplexed_async_connection_with_config(&conn_config())
+            .await
     }
 
     /// A connection that negotiated RESP3 with `HELLO 3`.
     pub async fn conn_resp3(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
         redis::Client::open(format!("redis://{}/?protocol=resp3", self.ports.resp))?
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&conn_config())
             .await
     }
 
@@ -386,6 +390,10 @@ impl Node {
             Ok(Ok(response)) if response.status == 200
         )
     }
+}
+
+fn conn_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)))
 }
 
 impl Drop for Node {
