@@ -1,0 +1,243 @@
+//! The node's background work: joining through the seeds, and the
+//! housekeeping loop that keeps the ring in step (digest gossip, exchanges),
+//! starts handoffs, rebalances a settled ring, retires a node that has left,
+//! and drops partitions handed away.
+
+use super::msg::{self, Control, ControlReply, SVC_CONTROL};
+use super::{digest_of, handoff, handoff_lock, Inner};
+use crate::membership::Peer;
+use crate::{MemberStatus, NodeId, PartitionId, Ring};
+use bytes::Bytes;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Ask the seeds to let this node in until one does.
+pub(super) async fn join_loop(inner: Arc<Inner>) {
+    let mut delay = Duration::from_millis(200);
+    let body = msg::encode(&Control::Join {
+        node: inner.me.clone(),
+        addr: inner.config.advertise.to_string(),
+    });
+    loop {
+        for seed in &inner.config.join {
+            let addr = match tokio::net::lookup_host(seed.as_str()).await {
+                Ok(mut a) => match a.next() {
+                    Some(a) => a,
+                    None => continue,
+                },
+                Err(e) => {
+                    tracing::warn!(%seed, error = %e, "cannot resolve seed");
+                    continue;
+                }
+            };
+            match inner.rpc.call(addr, SVC_CONTROL, body.clone()).await {
+                Ok(reply) => match msg::decode::<ControlReply>(&reply) {
+                    Ok(ControlReply::Ring(bytes)) => {
+                        let installed = match Ring::decode(&bytes) {
+                            Ok(r) => inner.merge_ring(&r).await,
+                            Err(e) => Err(e),
+                        };
+                        match installed {
+                            Ok(ring) => {
+                                tracing::info!(%seed, cluster = %format!("{:016x}", ring.cluster()), "joined the cluster");
+                                return;
+                            }
+                            Err(e) => tracing::error!(%seed, error = %e, "joining failed"),
+                        }
+                    }
+                    Ok(ControlReply::Refused(e)) => {
+                        tracing::error!(%seed, reason = %e, "join refused")
+                    }
+                    Err(e) => tracing::error!(%seed, error = %e, "bad join answer"),
+                },
+                Err(e) => tracing::warn!(%seed, error = %e, "cannot reach seed to join"),
+            }
+        }
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The node's housekeeping loop: gossip the ring digest, pull rings that
+/// differ, start handoffs, retire, and drop data this node no longer owns.
+pub(super) async fn maintain(inner: Arc<Inner>) {
+    let period = inner.config.gossip_interval.max(Duration::from_millis(50)) * 2;
+    let mut published = String::new();
+    let mut last_drop_check = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        let Some(ring) = inner.ring() else { continue };
+        let digest = format!("{:016x}", ring.digest());
+        if digest != published {
+            inner.membership.set("ring", digest.clone()).await;
+            published = digest.clone();
+        }
+        let peers = inner.membership.peers().await;
+        // Anti-entropy for the ring: exchange with a few live members whose
+        // digest differs from ours.
+        let mut differing: Vec<&Peer> = peers
+            .iter()
+            .filter(|p| p.live && p.state.get("ring").is_some_and(|d| *d != digest))
+            .collect();
+        differing.truncate(3);
+        for p in differing {
+            let Some(addr) = p
+                .state
+                .get("rpc")
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+            else {
+                continue;
+            };
+            let body = msg::encode(&Control::Exchange {
+                ring: Bytes::from(ring.encode()),
+            });
+            match inner
+                .rpc
+                .call_timeout(addr, SVC_CONTROL, body, Duration::from_secs(2))
+                .await
+            {
+                Ok(reply) => inner.absorb(&reply).await,
+                Err(e) => tracing::debug!(peer = %p.node, error = %e, "ring exchange failed"),
+            }
+        }
+        let Some(ring) = inner.ring() else { continue };
+        if ring.clone().as_ref().clone().retire_exited() {
+            let _ = inner
+                .update_ring(|r| {
+                    r.retire_exited();
+                    Ok(())
+                })
+                .await;
+        }
+        let Some(ring) = inner.ring() else { continue };
+        // Stop only when nothing is ours or on its way to us, and every
+        // member has seen that we left (a hand-over racing our retirement can
+        // still give us a partition, with the only copy of its data).
+        let gone = ring.member(&inner.me).map(|m| m.status) == Some(MemberStatus::Left)
+            && ring.owned_by(&inner.me).next().is_none()
+            && !ring.transfers().iter().any(|t| t.to == inner.me)
+            && converged(&ring, &inner.me, &peers, &digest_of(&ring));
+        if gone {
+            inner.left.send_if_modified(|l| !std::mem::replace(l, true));
+        }
+        start_handoffs(&inner, &ring, &peers);
+        rebalance(&inner, &ring, &peers, &digest).await;
+        if last_drop_check.elapsed() >= Duration::from_secs(2) {
+            last_drop_check = tokio::time::Instant::now();
+            drop_foreign(&inner, &ring, &peers, &digest).await;
+        }
+    }
+}
+
+/// Whether every member (live or not, other than those gone for good) last
+/// reported the ring with `digest`. Live peers only is not enough: a node
+/// just restarted has heard from nobody, and would find itself agreeing.
+fn converged(ring: &Ring, me: &NodeId, peers: &[Peer], digest: &str) -> bool {
+    ring.members()
+        .iter()
+        .filter(|(n, m)| *n != me && !matches!(m.status, MemberStatus::Left | MemberStatus::Down))
+        .all(|(n, _)| {
+            peers
+                .iter()
+                .any(|p| &p.node == n && p.state.get("ring").map(String::as_str) == Some(digest))
+        })
+}
+
+/// With auto-commit, once the ring is settled (no transfers, every member
+/// agreeing), commit whatever the claim still wants: concurrent joins each
+/// commit a plan made without the other, and their merge may leave the ring
+/// unbalanced. One member does it (the first valid live one by name), so
+/// members do not race to commit the same plan.
+async fn rebalance(inner: &Arc<Inner>, ring: &Ring, peers: &[Peer], digest: &str) {
+    if !inner.config.auto_commit
+        || !ring.transfers().is_empty()
+        || !converged(ring, &inner.me, peers, digest)
+    {
+        return;
+    }
+    let live: HashSet<&NodeId> = peers.iter().filter(|p| p.live).map(|p| &p.node).collect();
+    let first = ring
+        .members()
+        .iter()
+        .find(|(n, m)| m.status == MemberStatus::Valid && (**n == inner.me || live.contains(n)))
+        .map(|(n, _)| n);
+    if first != Some(&inner.me) || ring.plan().is_empty() {
+        return;
+    }
+    tracing::info!("committing a rebalance of the settled ring");
+    if let Err(e) = inner
+        .update_ring(|r| {
+            r.commit();
+            Ok(())
+        })
+        .await
+    {
+        tracing::warn!(error = %e, "rebalance commit failed");
+    }
+}
+
+fn start_handoffs(inner: &Arc<Inner>, ring: &Ring, peers: &[Peer]) {
+    if inner.store.get().is_none() {
+        return;
+    }
+    let live: HashSet<&NodeId> = peers.iter().filter(|p| p.live).map(|p| &p.node).collect();
+    let mut running = handoff_lock(&inner.running);
+    for t in ring.transfers() {
+        if t.from != inner.me || running.contains(&t.partition) || !live.contains(&t.to) {
+            continue;
+        }
+        if running.len() >= inner.config.handoff.concurrency.max(1) {
+            break;
+        }
+        running.insert(t.partition);
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            handoff::send(inner.clone(), t.partition, t.to).await;
+            handoff_lock(&inner.running).remove(&t.partition);
+        });
+    }
+}
+
+/// Remove partitions this node holds data for but neither owns nor is
+/// receiving, once every member last reported the same ring (so no member can
+/// still hand ownership back to us from an older ring).
+async fn drop_foreign(inner: &Arc<Inner>, ring: &Ring, peers: &[Peer], digest: &str) {
+    let Some(store) = inner.store.get().cloned() else {
+        return;
+    };
+    let converged = converged(ring, &inner.me, peers, digest);
+    if !converged {
+        return;
+    }
+    for i in 0..ring.ring_size() {
+        let p = PartitionId(i);
+        let mine = ring.owner(p) == Some(&inner.me) || ring.next(p) == Some(&inner.me);
+        // Every member holds this ring, so a transfer it does not plan is
+        // over (cancelled or superseded): forget its resume point.
+        let receiving = {
+            let mut incoming = handoff_lock(&inner.incoming);
+            if ring.next(p) != Some(&inner.me) {
+                incoming.remove(&p);
+            }
+            incoming.contains_key(&p)
+        };
+        let sending = handoff_lock(&inner.running).contains(&p);
+        if mine || receiving || sending || !store.has_data(p) {
+            continue;
+        }
+        match store.reset(p).await {
+            Ok(()) => {
+                tracing::info!(partition = %p, "dropped a partition this node no longer owns")
+            }
+            Err(e) => tracing::warn!(partition = %p, error = %e, "dropping a handed-off partition"),
+        }
+    }
+}
