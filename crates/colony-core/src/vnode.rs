@@ -196,6 +196,12 @@ impl<V: Vnode> VnodeSet<V> {
         })
     }
 
+    /// Fires when the set starts shutting down: tasks serving its vnodes
+    /// stop on it.
+    pub fn closing(&self) -> CancellationToken {
+        self.closing.clone()
+    }
+
     pub fn get(&self, partition: PartitionId) -> Result<&VnodeHandle<V>, CoreError> {
         self.handles
             .get(partition.index())

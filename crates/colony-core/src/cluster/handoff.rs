@@ -53,6 +53,9 @@ pub trait PartitionStore: Send + Sync + 'static {
     fn cancel(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>>;
     /// The partition now belongs to `to`: refuse every request, naming `to`.
     fn moved(&self, partition: PartitionId, to: NodeId) -> BoxFut<'_, Result<(), String>>;
+    /// This node replicates the partition (again): serve it, even if an
+    /// earlier hand-over had marked it moved.
+    fn replicating(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>>;
     /// Remove every entry of the partition and forget any handoff state.
     fn reset(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>>;
     /// Store entries received from the previous owner.
@@ -63,6 +66,11 @@ pub trait PartitionStore: Send + Sync + 'static {
     ) -> BoxFut<'_, Result<(), String>>;
     /// Whether any entry of the partition is stored here.
     fn has_data(&self, partition: PartitionId) -> bool;
+    /// Whether the partition's data must stay here although this node does
+    /// not replicate it (it holds hints not yet handed back).
+    fn pinned(&self, _partition: PartitionId) -> bool {
+        false
+    }
     /// About how many keys the partition holds.
     fn key_count(&self, partition: PartitionId) -> BoxFut<'_, u64>;
 }
@@ -142,7 +150,8 @@ pub(super) async fn send(inner: Arc<Inner>, partition: PartitionId, to: NodeId) 
         e.attempts
     };
     metrics::gauge!("colony_handoff_active").increment(1.0);
-    let result = transfer(&inner, &*store, partition, &to).await;
+    let mut touched = Vec::new();
+    let result = transfer(&inner, &*store, partition, &to, &mut touched).await;
     metrics::gauge!("colony_handoff_active").decrement(1.0);
     match result {
         Ok(()) => {
@@ -152,14 +161,18 @@ pub(super) async fn send(inner: Arc<Inner>, partition: PartitionId, to: NodeId) 
         }
         Err(Outcome::Cancelled) => {
             lock(&inner.transfers).remove(&partition);
-            if let Err(e) = store.cancel(partition).await {
-                tracing::warn!(%partition, error = %e, "cancelling a handoff");
+            for range in touched {
+                if let Err(e) = store.cancel(range).await {
+                    tracing::warn!(%partition, %range, error = %e, "cancelling a handoff");
+                }
             }
             tracing::info!(%partition, %to, "handoff called off: the ring changed");
         }
         Err(Outcome::Failed(e)) => {
-            if let Err(e) = store.unseal(partition).await {
-                tracing::warn!(%partition, error = %e, "unsealing after a failed handoff");
+            for range in touched {
+                if let Err(e) = store.unseal(range).await {
+                    tracing::warn!(%partition, %range, error = %e, "unsealing after a failed handoff");
+                }
             }
             if let Some(t) = lock(&inner.transfers).get_mut(&partition) {
                 t.phase = "retrying";
@@ -204,110 +217,145 @@ fn progress(inner: &Inner, partition: PartitionId, keys: u64, bytes: u64) {
 async fn transfer(
     inner: &Arc<Inner>,
     store: &dyn PartitionStore,
-    partition: PartitionId,
+    vnode: PartitionId,
     to: &NodeId,
+    touched: &mut Vec<PartitionId>,
 ) -> Result<(), Outcome> {
     let still_planned = || {
         inner
             .ring()
-            .is_some_and(|r| r.owner(partition) == Some(&inner.me) && r.next(partition) == Some(to))
+            .is_some_and(|r| r.owner(vnode) == Some(&inner.me) && r.next(vnode) == Some(to))
     };
-    let gen = inner
-        .ring()
-        .map(|r| r.generation(partition))
-        .unwrap_or_default();
+    let Some(ring) = inner.ring() else {
+        return Err(Outcome::Cancelled);
+    };
+    let gen = ring.generation(vnode);
+    // Every range whose replicas gain `to` through this move; this node is
+    // a replica of each (it owns `vnode`, on all their walks).
+    let ranges = ring.gained_by(vnode, to);
+    touched.clone_from(&ranges);
     // The session changes when this process restarts: the keys it recorded
     // as written meanwhile are lost then, so the receiver must not resume
     // an earlier session's transfer past them.
-    let id = format!("{}/{}/{}/{:016x}", inner.me, partition, gen, inner.session);
-    let keys_total = store.key_count(partition).await;
-    if let Some(t) = lock(&inner.transfers).get_mut(&partition) {
+    let base = format!("{}/{}/{}/{:016x}", inner.me, vnode, gen, inner.session);
+    let mut keys_total = 0;
+    for r in &ranges {
+        keys_total += store.key_count(*r).await;
+    }
+    if let Some(t) = lock(&inner.transfers).get_mut(&vnode) {
         t.keys_total = keys_total;
     }
-    store.begin(partition).await?;
-    let call = |m: Handoff| inner.call_handoff(to, m);
-    let HandoffReply::Resume(mut cursor) = call(Handoff::Begin {
-        partition,
-        id: id.clone(),
-    })
-    .await?
-    else {
-        return Err(Outcome::Failed(format!("{to} refused the handoff")));
-    };
-    if cursor.is_some() {
-        tracing::info!(%partition, %to, "resuming a handoff");
+    set_phase(inner, vnode, "streaming");
+    for range in &ranges {
+        stream_range(inner, store, vnode, *range, to, &base, &still_planned).await?;
     }
-    set_phase(inner, partition, "streaming");
-    let rate = inner.config.handoff.rate_bytes.max(1);
-    let started = Instant::now();
-    let mut sent_bytes = 0u64;
-    loop {
-        if !still_planned() {
-            return Err(Outcome::Cancelled);
-        }
-        let (items, next) = store
-            .read_chunk(partition, cursor.clone(), inner.config.handoff.chunk_bytes)
-            .await?;
-        let bytes: u64 = items.iter().map(|i| i.size() as u64).sum();
-        let keys = items.len() as u64;
-        expect_ok(
-            call(Handoff::Chunk {
-                partition,
-                id: id.clone(),
-                items,
-                cursor: next.clone(),
-            })
-            .await?,
-        )?;
-        progress(inner, partition, keys, bytes);
-        sent_bytes += bytes;
-        // Rate limit: never run ahead of `rate` bytes per second.
-        let due = Duration::from_secs_f64(sent_bytes as f64 / rate as f64);
-        if let Some(wait) = due.checked_sub(started.elapsed()) {
-            tokio::time::sleep(wait).await;
-        }
-        match next {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-    set_phase(inner, partition, "catching up");
+    set_phase(inner, vnode, "catching up");
     for _ in 0..5 {
-        let dirty = store.take_dirty(partition, false).await?;
-        let n = dirty.len();
-        send_dirty(inner, store, partition, to, &id, dirty).await?;
+        let mut n = 0;
+        for range in &ranges {
+            let dirty = store.take_dirty(*range, false).await?;
+            n += dirty.len();
+            send_dirty(
+                inner,
+                store,
+                vnode,
+                *range,
+                to,
+                &range_id(&base, *range),
+                dirty,
+            )
+            .await?;
+        }
         if n < 256 {
             break;
         }
     }
+    // Other moves may have completed meanwhile and changed which ranges the
+    // receiver gains through this one (it may have handed one away and be
+    // about to get it back): send those too, until nothing is missing.
+    let mut ranges = ranges;
+    loop {
+        let Some(now) = inner.ring() else {
+            return Err(Outcome::Cancelled);
+        };
+        let extra: Vec<PartitionId> = now
+            .gained_by(vnode, to)
+            .into_iter()
+            .filter(|r| !ranges.contains(r))
+            .collect();
+        if extra.is_empty() {
+            break;
+        }
+        for range in &extra {
+            stream_range(inner, store, vnode, *range, to, &base, &still_planned).await?;
+        }
+        ranges.extend(extra);
+        touched.clone_from(&ranges);
+    }
     if !still_planned() {
         return Err(Outcome::Cancelled);
     }
-    set_phase(inner, partition, "sealed");
-    let last = store.take_dirty(partition, true).await?;
-    send_dirty(inner, store, partition, to, &id, last).await?;
+    set_phase(inner, vnode, "sealed");
+    for range in &ranges {
+        let last = store.take_dirty(*range, true).await?;
+        send_dirty(
+            inner,
+            store,
+            vnode,
+            *range,
+            to,
+            &range_id(&base, *range),
+            last,
+        )
+        .await?;
+    }
     // Sealed, so no write lands here any more. Hand over in the ring, which
     // refuses if the plan changed while the data was on its way (the new
-    // target holds none of it); only then refuse requests here.
+    // target holds none of it); only then refuse requests here for the
+    // ranges this node no longer replicates.
+    let before = ring;
     let ring = inner
-        .update_ring_local(|r| r.complete(partition, &inner.me, to).map(|_| ()))
+        .update_ring_local(|r| {
+            // Checked under the ring lock: a move completed since the last
+            // check could still add a range; then this attempt fails and
+            // the retry sends it.
+            if let Some(g) = r
+                .gained_by(vnode, to)
+                .into_iter()
+                .find(|g| !ranges.contains(g))
+            {
+                return Err(crate::CoreError::BadRing(format!(
+                    "partition {g} must reach {to} too; sending it first"
+                )));
+            }
+            r.complete(vnode, &inner.me, to).map(|_| ())
+        })
         .await
         .map_err(|e| Outcome::Failed(e.to_string()))?;
-    store.moved(partition, to.clone()).await?;
+    for i in 0..ring.ring_size() {
+        let range = PartitionId(i);
+        let was = before.replicates(range, &inner.me);
+        let is = ring.replicates(range, &inner.me);
+        if was && !is {
+            store.moved(range, to.clone()).await?;
+        } else if ranges.contains(&range) {
+            store.cancel(range).await?;
+        }
+    }
     // Tell the new owner first: until it knows, requests for the partition
     // bounce between the two of us. Then everyone else.
-    set_phase(inner, partition, "committing");
+    set_phase(inner, vnode, "committing");
     let commit = Handoff::Commit {
-        partition,
-        id,
+        partition: vnode,
+        id: base,
         ring: Bytes::from(ring.encode()),
     };
     for attempt in 0..3 {
-        match call(commit.clone()).await {
+        match inner.call_handoff(to, commit.clone()).await {
             Ok(_) => break,
             Err(e) => {
                 // The ring reaches the receiver by gossip anyway.
-                tracing::warn!(%partition, %to, attempt, error = %e, "handoff commit not delivered");
+                tracing::warn!(%vnode, %to, attempt, error = %e, "handoff commit not delivered");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -316,26 +364,98 @@ async fn transfer(
     Ok(())
 }
 
+fn range_id(base: &str, range: PartitionId) -> String {
+    format!("{base}/{range}")
+}
+
+/// Stream one range's entries to `to`, resuming from the receiver's cursor.
+async fn stream_range(
+    inner: &Arc<Inner>,
+    store: &dyn PartitionStore,
+    vnode: PartitionId,
+    range: PartitionId,
+    to: &NodeId,
+    base: &str,
+    still_planned: &(dyn Fn() -> bool + Sync),
+) -> Result<(), Outcome> {
+    let id = range_id(base, range);
+    store.begin(range).await?;
+    let HandoffReply::Resume(mut cursor) = inner
+        .call_handoff(
+            to,
+            Handoff::Begin {
+                partition: range,
+                id: id.clone(),
+            },
+        )
+        .await?
+    else {
+        return Err(Outcome::Failed(format!("{to} refused the handoff")));
+    };
+    if cursor.is_some() {
+        tracing::info!(%vnode, %range, %to, "resuming a handoff");
+    }
+    let rate = inner.config.handoff.rate_bytes.max(1);
+    let started = Instant::now();
+    let mut sent_bytes = 0u64;
+    loop {
+        if !still_planned() {
+            return Err(Outcome::Cancelled);
+        }
+        let (items, next) = store
+            .read_chunk(range, cursor.clone(), inner.config.handoff.chunk_bytes)
+            .await?;
+        let bytes: u64 = items.iter().map(|i| i.size() as u64).sum();
+        let keys = items.len() as u64;
+        expect_ok(
+            inner
+                .call_handoff(
+                    to,
+                    Handoff::Chunk {
+                        partition: range,
+                        id: id.clone(),
+                        items,
+                        cursor: next.clone(),
+                    },
+                )
+                .await?,
+        )?;
+        progress(inner, vnode, keys, bytes);
+        sent_bytes += bytes;
+        // Rate limit: never run ahead of `rate` bytes per second.
+        let due = Duration::from_secs_f64(sent_bytes as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(()),
+        }
+    }
+}
+
 /// Send keys recorded as written; if that fails, record them again so the
 /// retry sends them (they may be behind the receiver's resume cursor).
 async fn send_dirty(
     inner: &Arc<Inner>,
     store: &dyn PartitionStore,
-    partition: PartitionId,
+    vnode: PartitionId,
+    range: PartitionId,
     to: &NodeId,
     id: &str,
     items: Vec<HandoffItem>,
 ) -> Result<(), Outcome> {
     let keys: Vec<Bytes> = items.iter().map(|i| i.key.clone()).collect();
-    let sent = send_items(inner, partition, to, id, items).await;
+    let sent = send_items(inner, vnode, range, to, id, items).await;
     if sent.is_err() {
-        store.redirty(partition, keys).await?;
+        store.redirty(range, keys).await?;
     }
     sent
 }
 
 async fn send_items(
     inner: &Arc<Inner>,
+    vnode: PartitionId,
     partition: PartitionId,
     to: &NodeId,
     id: &str,
@@ -364,7 +484,7 @@ async fn send_items(
                     )
                     .await?,
             )?;
-            progress(inner, partition, keys, bytes);
+            progress(inner, vnode, keys, bytes);
             size = 0;
         }
     }
@@ -379,31 +499,29 @@ fn expect_ok(reply: HandoffReply) -> Result<(), Outcome> {
     }
 }
 
-/// The receiving side of every transfer to this node.
+/// The receiving side of every transfer to this node. Entries are merged
+/// into what this node holds (the store's import is a merge), so a range
+/// this node already replicates, a resent chunk or a stale transfer can
+/// never roll data back.
 pub(super) async fn receive(inner: &Arc<Inner>, m: Handoff) -> HandoffReply {
     let Some(store) = inner.store.get().cloned() else {
         return HandoffReply::Refused("this node has no store yet".into());
     };
-    let owns = |p: PartitionId| inner.ring().is_some_and(|r| r.owner(p) == Some(&inner.me));
     match m {
-        Handoff::Begin { partition, .. } | Handoff::Chunk { partition, .. } if owns(partition) => {
-            // A stale message from a finished transfer must not touch a
-            // partition this node serves.
-            HandoffReply::Refused(format!("this node owns partition {partition} already"))
-        }
         Handoff::Begin { partition, id } => {
-            let known = lock(&inner.incoming).get(&partition).cloned();
-            match known {
-                Some((tid, cursor)) if tid == id => HandoffReply::Resume(cursor),
-                _ => {
-                    // A new transfer: whatever an earlier one left is stale.
-                    lock(&inner.incoming).insert(partition, (id, None));
-                    match store.reset(partition).await {
-                        Ok(()) => HandoffReply::Resume(None),
-                        Err(e) => HandoffReply::Refused(e),
-                    }
-                }
+            let Some(vnode) = vnode_of(&id) else {
+                return HandoffReply::Refused(format!("malformed transfer id {id}"));
+            };
+            if let Err(e) = store.replicating(partition).await {
+                return HandoffReply::Refused(e);
             }
+            let mut incoming = lock(&inner.incoming);
+            let e = incoming.entry(id).or_insert(super::Incoming {
+                vnode,
+                range: partition,
+                cursor: None,
+            });
+            HandoffReply::Resume(e.cursor.clone())
         }
         Handoff::Chunk {
             partition,
@@ -411,10 +529,10 @@ pub(super) async fn receive(inner: &Arc<Inner>, m: Handoff) -> HandoffReply {
             items,
             cursor,
         } => {
-            let current = lock(&inner.incoming)
-                .get(&partition)
-                .map(|(t, _)| t.clone());
-            if current.as_deref() != Some(id.as_str()) {
+            let known = lock(&inner.incoming)
+                .get(&id)
+                .is_some_and(|e| e.range == partition);
+            if !known {
                 return HandoffReply::Refused(format!(
                     "no transfer {id} of partition {partition} in progress here"
                 ));
@@ -425,17 +543,13 @@ pub(super) async fn receive(inner: &Arc<Inner>, m: Handoff) -> HandoffReply {
             }
             metrics::counter!("colony_handoff_received_keys_total").increment(n);
             if cursor.is_some() {
-                if let Some(e) = lock(&inner.incoming).get_mut(&partition) {
-                    e.1 = cursor;
+                if let Some(e) = lock(&inner.incoming).get_mut(&id) {
+                    e.cursor = cursor;
                 }
             }
             HandoffReply::Ok
         }
-        Handoff::Commit {
-            partition,
-            id,
-            ring,
-        } => {
+        Handoff::Commit { id, ring, .. } => {
             let ring = match crate::Ring::decode(&ring) {
                 Ok(r) => r,
                 Err(e) => return HandoffReply::Refused(e.to_string()),
@@ -443,13 +557,20 @@ pub(super) async fn receive(inner: &Arc<Inner>, m: Handoff) -> HandoffReply {
             if let Err(e) = inner.merge_ring(&ring).await {
                 return HandoffReply::Refused(e.to_string());
             }
-            let mut incoming = lock(&inner.incoming);
-            if incoming.get(&partition).is_some_and(|(t, _)| *t == id) {
-                incoming.remove(&partition);
-            }
+            let prefix = format!("{id}/");
+            lock(&inner.incoming).retain(|k, _| !k.starts_with(&prefix));
             HandoffReply::Ok
         }
     }
+}
+
+/// The vnode a transfer id names: ids are `node/vnode/gen/session/range`.
+fn vnode_of(id: &str) -> Option<PartitionId> {
+    let mut parts = id.rsplit('/');
+    let _range = parts.next()?;
+    let _session = parts.next()?;
+    let _gen = parts.next()?;
+    parts.next()?.parse::<u16>().ok().map(PartitionId)
 }
 
 impl Inner {

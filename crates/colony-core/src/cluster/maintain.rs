@@ -81,6 +81,12 @@ pub(super) async fn maintain(inner: Arc<Inner>) {
             published = digest.clone();
         }
         let peers = inner.membership.peers().await;
+        let down: HashSet<NodeId> = peers
+            .iter()
+            .filter(|p| !p.live)
+            .map(|p| p.node.clone())
+            .collect();
+        *inner.down.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(down);
         // Anti-entropy for the ring: exchange with a few live members whose
         // digest differs from ours.
         let mut differing: Vec<&Peer> = peers
@@ -217,25 +223,28 @@ async fn drop_foreign(inner: &Arc<Inner>, ring: &Ring, peers: &[Peer], digest: &
     if !converged {
         return;
     }
+    // Incoming entries of transfers every member has forgotten are over.
+    handoff_lock(&inner.incoming).retain(|_, e| ring.next(e.vnode) == Some(&inner.me));
+    if !handoff_lock(&inner.running).is_empty() {
+        // A transfer this node sends may still read any range.
+        return;
+    }
     for i in 0..ring.ring_size() {
         let p = PartitionId(i);
-        let mine = ring.owner(p) == Some(&inner.me) || ring.next(p) == Some(&inner.me);
-        // Every member holds this ring, so a transfer it does not plan is
-        // over (cancelled or superseded): forget its resume point.
-        let receiving = {
-            let mut incoming = handoff_lock(&inner.incoming);
-            if ring.next(p) != Some(&inner.me) {
-                incoming.remove(&p);
+        let receiving = handoff_lock(&inner.incoming).values().any(|e| e.range == p);
+        if ring.replicates(p, &inner.me) {
+            // A range handed away earlier and back again since serves again.
+            if let Err(e) = store.replicating(p).await {
+                tracing::warn!(partition = %p, error = %e, "serving a partition again");
             }
-            incoming.contains_key(&p)
-        };
-        let sending = handoff_lock(&inner.running).contains(&p);
-        if mine || receiving || sending || !store.has_data(p) {
+            continue;
+        }
+        if receiving || store.pinned(p) || !store.has_data(p) {
             continue;
         }
         match store.reset(p).await {
             Ok(()) => {
-                tracing::info!(partition = %p, "dropped a partition this node no longer owns")
+                tracing::info!(partition = %p, "dropped a partition this node no longer replicates")
             }
             Err(e) => tracing::warn!(partition = %p, error = %e, "dropping a handed-off partition"),
         }

@@ -87,6 +87,14 @@ pub struct Cluster {
     inner: Arc<Inner>,
 }
 
+/// One range a transfer to this node is streaming.
+#[derive(Debug, Clone)]
+pub(crate) struct Incoming {
+    pub vnode: PartitionId,
+    pub range: PartitionId,
+    pub cursor: Option<Bytes>,
+}
+
 pub(crate) struct Inner {
     me: NodeId,
     config: ClusterConfig,
@@ -99,12 +107,17 @@ pub(crate) struct Inner {
     store: OnceLock<Arc<dyn PartitionStore>>,
     transfers: Mutex<BTreeMap<PartitionId, TransferProgress>>,
     running: Mutex<HashSet<PartitionId>>,
-    /// Transfers being received: partition -> (transfer id, resume cursor).
-    incoming: Mutex<HashMap<PartitionId, (String, Option<Bytes>)>>,
+    /// Ranges being received, by transfer id: (vnode moving, range, resume
+    /// cursor).
+    incoming: Mutex<HashMap<String, Incoming>>,
     left: watch::Sender<bool>,
     shutdown: CancellationToken,
     /// Random per process start; part of every transfer id this node sends.
     session: u64,
+    /// Members gossip reports as not live (failure detector), refreshed by
+    /// the maintenance loop. Never moves ownership: coordinators use it to
+    /// pick fallbacks.
+    down: RwLock<Arc<HashSet<NodeId>>>,
 }
 
 struct Dispatch(Weak<Inner>);
@@ -192,6 +205,7 @@ impl Cluster {
                 left,
                 shutdown,
                 session: rand::rng().random(),
+                down: RwLock::new(Arc::new(HashSet::new())),
             }
         });
         inner.rpc.serve(listener, inner.shutdown.clone());
@@ -213,6 +227,21 @@ impl Cluster {
 
     pub fn watch_ring(&self) -> watch::Receiver<Option<Arc<Ring>>> {
         self.inner.ring.subscribe()
+    }
+
+    /// Whether the failure detector believes `node` is up (this node always
+    /// is; a member gossip has not reported on yet counts as up).
+    pub fn is_live(&self, node: &NodeId) -> bool {
+        *node == self.inner.me || !self.down_nodes().contains(node)
+    }
+
+    /// Members the failure detector currently reports as down.
+    pub fn down_nodes(&self) -> Arc<HashSet<NodeId>> {
+        self.inner
+            .down
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Resolves to true once this node has left the cluster.
@@ -273,6 +302,51 @@ impl Cluster {
             })
             .await?;
         Ok(n)
+    }
+
+    /// Set cluster-wide setting `key` (see [`Ring::set_meta`]): persisted,
+    /// then pushed to every member; gossip carries it to any the push missed.
+    pub async fn set_meta(&self, key: &str, value: Vec<u8>) -> Result<(), CoreError> {
+        self.inner
+            .update_ring(|r| {
+                r.set_meta(key, value);
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Read, change and set setting `key` as one step on this node: `edit`
+    /// sees the ring about to change and returns the new value, or an error
+    /// that leaves the ring as it was. Two edits on one node never lose each
+    /// other's change; edits on different nodes at once still merge by last
+    /// writer, as every setting does.
+    pub async fn update_meta<E: From<CoreError>>(
+        &self,
+        key: &str,
+        edit: impl FnOnce(&Ring) -> Result<Vec<u8>, E>,
+    ) -> Result<Vec<u8>, E> {
+        let mut refused = None;
+        let mut set = Vec::new();
+        let updated = self
+            .inner
+            .update_ring(|r| match edit(r) {
+                Ok(value) => {
+                    set.clone_from(&value);
+                    r.set_meta(key, value);
+                    Ok(())
+                }
+                Err(e) => {
+                    refused = Some(e);
+                    Err(CoreError::BadRing(format!("setting {key} refused")))
+                }
+            })
+            .await;
+        match (refused, updated) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => Err(e.into()),
+            (None, Ok(_)) => Ok(set),
+        }
     }
 
     /// Stage `node` to leave (and commit, when joins auto-commit).

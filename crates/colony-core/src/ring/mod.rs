@@ -12,16 +12,22 @@
 //!   move, where ties go to the larger node name;
 //! - each partition's `next` (the planned new owner) is a register on its own
 //!   stamp, and counts only while the owner is still the one it was planned
-//!   against (`next_gen == gen`): a hand-over retires it.
+//!   against (`next_gen == gen`): a hand-over retires it;
+//! - each metadata entry is a last-writer-wins register on its `stamp`, ties
+//!   going to the larger value. Keys and values are opaque here: services
+//!   (bucket properties in colony-kv) give them meaning.
 //!
 //! Stamps come from a Lamport clock over the whole document, so a change made
 //! after seeing another always wins over it.
 
 mod claim;
+mod meta;
+mod preflist;
 
 pub use claim::{claim, spread_violations, stripe};
 
 use crate::{CoreError, NodeId, PartitionId, Partitioner, RingVersion};
+use meta::{MetaEntry, RingV0};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -117,6 +123,7 @@ pub struct Ring {
     n_val: u8,
     members: BTreeMap<NodeId, Member>,
     parts: Vec<PartEntry>,
+    meta: BTreeMap<String, MetaEntry>,
 }
 
 impl Ring {
@@ -153,6 +160,7 @@ impl Ring {
             n_val: n_val.max(1),
             members,
             parts,
+            meta: BTreeMap::new(),
         })
     }
 
@@ -178,7 +186,7 @@ impl Ring {
             .map(|e| e.gen.max(e.next_stamp))
             .max()
             .unwrap_or(0);
-        RingVersion(m.max(p))
+        RingVersion(m.max(p).max(meta::newest(&self.meta)))
     }
 
     /// A hash of the whole document: equal digests, equal rings.
@@ -192,7 +200,14 @@ impl Ring {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, CoreError> {
+        // A document without `meta` (written before it existed) fails the
+        // current layout at its end; read it as the old layout then.
         let ring: Self = postcard::from_bytes(bytes)
+            .or_else(|e| {
+                postcard::from_bytes::<RingV0>(bytes)
+                    .map(Self::from)
+                    .map_err(|_| e)
+            })
             .map_err(|e| CoreError::BadRing(format!("undecodable ring document: {e}")))?;
         Partitioner::new(ring.parts.len() as u32)
             .map_err(|_| CoreError::BadRing(format!("ring of {} partitions", ring.parts.len())))?;
@@ -306,6 +321,7 @@ impl Ring {
                 ours.next_stamp = theirs.next_stamp;
             }
         }
+        meta::merge(&mut self.meta, &other.meta);
         self.n_val = self.n_val.max(other.n_val);
         Ok(*self != before)
     }

@@ -140,6 +140,58 @@ fn a_completed_move_survives_a_concurrent_commit() {
     assert_eq!(merged, merged2);
 }
 
+#[test]
+fn metadata_is_last_writer_wins_and_listed_by_prefix() {
+    let base = three();
+    let v0 = base.version();
+    let mut a = base.clone();
+    a.set_meta("bucket/x", b"1".to_vec());
+    a.set_meta("bucket/y", b"2".to_vec());
+    a.set_meta("other", b"3".to_vec());
+    assert!(a.version() > v0, "a setting advances the version");
+    assert_ne!(a.digest(), base.digest(), "a setting changes the digest");
+    assert_eq!(a.meta("bucket/x"), Some(&b"1"[..]));
+    assert_eq!(a.meta("bucket/z"), None);
+    let listed: Vec<(&str, &[u8])> = a.meta_prefix("bucket/").collect();
+    assert_eq!(listed, [("bucket/x", &b"1"[..]), ("bucket/y", &b"2"[..])]);
+    // b saw a's settings, then changed one: its change wins everywhere.
+    let mut b = base.clone();
+    b.merge(&a).unwrap();
+    b.set_meta("bucket/x", b"9".to_vec());
+    a.set_meta("other", b"4".to_vec());
+    let mut ab = a.clone();
+    ab.merge(&b).unwrap();
+    let mut ba = b.clone();
+    ba.merge(&a).unwrap();
+    assert_eq!(ab, ba);
+    assert_eq!(ab.meta("bucket/x"), Some(&b"9"[..]));
+    // Equal stamps (two nodes writing at once) go to the larger value.
+    let mut c = base.clone();
+    let mut d = base.clone();
+    c.set_meta("k", b"c".to_vec());
+    d.set_meta("k", b"d".to_vec());
+    let mut cd = c.clone();
+    cd.merge(&d).unwrap();
+    let mut dc = d.clone();
+    dc.merge(&c).unwrap();
+    assert_eq!(cd.meta("k"), Some(&b"d"[..]));
+    assert_eq!(cd, dc);
+}
+
+#[test]
+fn a_ring_file_written_before_metadata_still_loads() {
+    let ring = three();
+    let bytes = ring.encode();
+    // The old layout is the new one without the trailing map (empty: one
+    // zero byte for its length).
+    assert_eq!(bytes.last(), Some(&0));
+    let old = &bytes[..bytes.len() - 1];
+    assert_eq!(Ring::decode(old).unwrap(), ring);
+    let mut with_meta = ring.clone();
+    with_meta.set_meta("bucket/x", b"1".to_vec());
+    assert_eq!(Ring::decode(&with_meta.encode()).unwrap(), with_meta);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Join(usize),
@@ -148,6 +200,8 @@ enum Op {
     Commit,
     Complete(usize),
     Clear,
+    /// Set metadata key `k{0}` to the one-byte value `{1}`.
+    Meta(usize, u8),
 }
 
 fn op() -> impl Strategy<Value = (usize, Op)> {
@@ -158,6 +212,7 @@ fn op() -> impl Strategy<Value = (usize, Op)> {
         Just(Op::Commit),
         (0usize..64).prop_map(Op::Complete),
         Just(Op::Clear),
+        (0usize..3, 0u8..3).prop_map(|(k, v)| Op::Meta(k, v)),
     ];
     (0usize..3, o)
 }
@@ -186,6 +241,7 @@ fn apply(r: &mut Ring, op: &Op) {
         Op::Clear => {
             r.clear();
         }
+        Op::Meta(k, v) => r.set_meta(&format!("k{k}"), vec![*v]),
     }
 }
 
@@ -218,6 +274,14 @@ proptest! {
         let mut again = ab_c.clone();
         prop_assert!(!again.merge(&ab_c).unwrap());
         prop_assert_eq!(again.digest(), ab_c.digest());
+        // Every setting made anywhere survives with some replica's value.
+        for (k, v) in ab_c.meta_prefix("k") {
+            prop_assert!(reps.iter().any(|r| r.meta(k) == Some(v)), "{} = {:?}", k, v);
+        }
+        prop_assert_eq!(
+            ab_c.meta_prefix("").count(),
+            (0..3).filter(|k| reps.iter().any(|r| r.meta(&format!("k{k}")).is_some())).count()
+        );
         // Every partition's owner is still a member.
         for i in 0..64u16 {
             let o = ab_c.owner(PartitionId(i)).unwrap();
@@ -316,4 +380,114 @@ fn a_member_retired_while_receiving_a_partition_hands_it_on_with_its_data() {
     merged.complete(t.partition, &n(3), &out).unwrap();
     assert_eq!(merged.owned_by(&n(3)).count(), 0);
     assert_eq!(merged.member(&n(3)).unwrap().status, MemberStatus::Left);
+}
+
+#[test]
+fn replicas_are_distinct_and_a_single_node_replicates_everything_once() {
+    let solo = Ring::single(n(9), 64).unwrap();
+    assert_eq!(solo.replicas(PartitionId(5)), vec![n(9)]);
+    let r = three();
+    let mut full = 0;
+    for i in 0..64 {
+        let reps = r.replicas(PartitionId(i));
+        assert_eq!(reps[0], *r.owner(PartitionId(i)).unwrap());
+        let mut d = reps.clone();
+        d.sort();
+        d.dedup();
+        assert_eq!(d.len(), reps.len(), "partition {i}: {reps:?}");
+        // 64 partitions cannot be striped over 3 nodes all the way round:
+        // a window or two at the wrap repeats a node.
+        assert!(reps.len() >= 2, "partition {i}: {reps:?}");
+        full += usize::from(reps.len() == 3);
+    }
+    assert!(full >= 60, "only {full} of 64 partitions have 3 replicas");
+    // The walk goes on past the replicas to the fallbacks.
+    let walk = r.walk(PartitionId(62));
+    assert_eq!(walk.len(), 3);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// A planned move's receiver is sent every range it becomes a replica of:
+    /// after the moves complete, each node replicates only ranges it held
+    /// before or was streamed.
+    #[test]
+    fn every_range_a_node_gains_is_streamed_to_it(joins in 1usize..4, n_val in 1u8..4) {
+        let mut r = Ring::new(7, n(0), "a0".into(), 32, n_val).unwrap();
+        r.stage_join(&n(1), "a1".into());
+        r.commit();
+        finish_all(&mut r);
+        for j in 0..joins {
+            r.stage_join(&n(2 + j), format!("a{}", 2 + j));
+        }
+        r.commit();
+        let before = r.clone();
+        let mut streamed: std::collections::HashSet<(NodeId, PartitionId)> = Default::default();
+        for m in r.transfers() {
+            for p in r.gained_by(m.partition, &m.to) {
+                streamed.insert((m.to.clone(), p));
+            }
+            // Each move is computed against the ring as it stands then.
+            r.complete(m.partition, &m.from, &m.to).unwrap();
+        }
+        for i in 0..32u16 {
+            let p = PartitionId(i);
+            for node in r.replicas(p) {
+                let had = before.replicas(p).contains(&node);
+                prop_assert!(had || streamed.contains(&(node.clone(), p)),
+                    "{node} replicates {p} but was never sent it");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+    /// Data follows the ring: through joins, leaves and moves completed in
+    /// any order, a node only receives a range from a sender that holds it,
+    /// and nodes drop what they no longer replicate; afterwards every
+    /// replica of every range holds it (no replica is left without data).
+    #[test]
+    fn every_replica_ends_up_holding_its_ranges(
+        steps in proptest::collection::vec((0usize..3, 0usize..6, any::<u64>()), 1..8),
+        n_val in 1u8..4,
+    ) {
+        use std::collections::HashSet;
+        let q = 32u16;
+        let mut r = Ring::new(7, n(0), "a0".into(), u32::from(q), n_val).unwrap();
+        let holds = |r: &Ring| -> HashSet<(NodeId, PartitionId)> {
+            (0..q).flat_map(|i| {
+                let p = PartitionId(i);
+                r.replicas(p).into_iter().map(move |x| (x, p))
+            }).collect()
+        };
+        let mut held = holds(&r);
+        for (kind, who, order) in steps {
+            match kind {
+                0 | 1 => { r.stage_join(&n(who + 1), format!("a{}", who + 1)); }
+                _ => { let _ = r.stage_leave(&n(who)); }
+            }
+            r.commit();
+            let mut moves = r.transfers();
+            // Complete them in an order chosen by the seed.
+            let len = moves.len().max(1);
+            moves.rotate_left((order as usize) % len);
+            for m in moves {
+                let gained = r.gained_by(m.partition, &m.to);
+                for p in gained {
+                    prop_assert!(held.contains(&(m.from.clone(), p)),
+                        "{} streams {p} without holding it", m.from);
+                    held.insert((m.to.clone(), p));
+                }
+                r.complete(m.partition, &m.from, &m.to).unwrap();
+                held.retain(|(x, p)| r.replicates(*p, x));
+            }
+        }
+        for i in 0..q {
+            let p = PartitionId(i);
+            for x in r.replicas(p) {
+                prop_assert!(held.contains(&(x.clone(), p)), "{x} replicates {p} but holds nothing");
+            }
+        }
+    }
 }
