@@ -94,7 +94,7 @@ sleep "${QUIET_S:-20}"
 echo "baseline latency" >&2
 "$BENCH" -q --port 27001 -w a --keyspace "$KEYS" -d "$VALUE" --rate "$RATE" -n $((RATE * 15)) \
     --duration 20 --json "$WORK/before.json"
-read -r B50 B99 BOPS < <(p99_of "$WORK/before.json")
+read -r B50 B99 _ < <(p99_of "$WORK/before.json")
 
 bytes0=$(handoff_bytes)
 echo "node 4 joins" >&2
@@ -116,7 +116,7 @@ t1=$(date +%s.%N)
 touch "$WORK/settled"
 wait "$LOADPID" 2>/dev/null || true
 bytes1=$(handoff_bytes)
-read -r D50 D99 DOPS < <(python3 - "$WORK" <<'PY'
+read -r D50 D99 _ < <(python3 - "$WORK" <<'PY'
 import glob, json, statistics, sys
 p50, p99, ops = [], [], 0
 for f in sorted(glob.glob(sys.argv[1] + "/during*.json")):

@@ -2,10 +2,12 @@
 # Colony beside Redis and a Redis Cluster, in one run, on loopback only:
 #   1. builds colony and colony-bench (release);
 #   2. times the start-up of an empty Redis and an empty Colony;
-#   3. starts Redis, a Redis Cluster (3 masters + 3 replicas) and one Colony
-#      node, and runs the same colony-bench workloads against each, at
-#      pipeline 1 and 16: throughput (median of RUNS) and p50/p99 latency;
-#   4. for Redis and Colony: RSS after loading MEM_KEYS distinct 100-byte
+#   3. starts Redis, a Redis Cluster (3 masters + 3 replicas), one Colony
+#      node and a 3-node Colony cluster (default bucket n_val=3 w=2 r=2,
+#      clients spread over the three nodes), and runs the same colony-bench
+#      workloads against each, at pipeline 1 and 16: throughput (median of
+#      RUNS) and p50/p99 latency;
+#   4. for Redis and one Colony node: RSS after loading MEM_KEYS distinct 100-byte
 #      values, then restart time after kill -9 with those keys;
 #   5. prints a markdown report and writes it to OUT.
 #
@@ -17,7 +19,7 @@
 #   DURATION [60]         cap in seconds per phase (load, measured run)
 #   PIPELINES ["1 16"]
 #   WORKLOADS ["a:zipfian b:zipfian c:zipfian incr:uniform sets:uniform hashes:uniform"]
-#   TARGETS ["redis cluster colony"]   any subset
+#   TARGETS ["redis cluster colony colony3"]   any subset
 #   MEM_KEYS [1000000]    keys loaded for the memory and recovery rows
 #   MEM_DURATION [600]    cap in seconds on loading them
 #   STARTUP_RUNS [5]      empty start-ups timed per server (median reported)
@@ -47,7 +49,7 @@ KEYSPACE=${KEYSPACE:-100000}
 DURATION=${DURATION:-60}
 PIPELINES=${PIPELINES:-1 16}
 WORKLOADS=${WORKLOADS:-a:zipfian b:zipfian c:zipfian incr:uniform sets:uniform hashes:uniform}
-TARGETS=${TARGETS:-redis cluster colony}
+TARGETS=${TARGETS:-redis cluster colony colony3}
 MEM_KEYS=${MEM_KEYS:-1000000}
 MEM_DURATION=${MEM_DURATION:-600}
 STARTUP_RUNS=${STARTUP_RUNS:-5}
@@ -113,11 +115,11 @@ describe_machine() {
 }
 
 # bench_run FILE.json LIMIT_S ARGS...: one colony-bench run; its table and
-# stderr go beside the JSON.
+# stderr go beside the JSON. ARGS name the server(s).
 bench_run() {
     local json=$1 limit=$2
     shift 2
-    timeout "$limit" "$BENCH_BIN" --host "$HOST" "$@" --json "$json" --quiet \
+    timeout "$limit" "$BENCH_BIN" "$@" --json "$json" --quiet \
         >"${json%.json}.txt" 2>"${json%.json}.err" </dev/null
 }
 
@@ -142,33 +144,42 @@ measure_startup() {
 
 # --- throughput and latency --------------------------------------------------
 
-declare -A PORT_OF PIDS_OF
+# SERVER_OF[t]: colony-bench's arguments naming target t's server(s);
+# PIDS_OF[t]: its processes. Neither holds spaces inside a word.
+declare -A SERVER_OF PIDS_OF
 start_targets() {
-    local t
+    local t addrs
     for t in $TARGETS; do
         case $t in
         redis)
             start_redis redis
-            PORT_OF[redis]=$REDIS_PORT PIDS_OF[redis]=$REDIS_PID
+            SERVER_OF[redis]="--host $HOST -p $REDIS_PORT" PIDS_OF[redis]=$REDIS_PID
             ;;
         cluster)
             start_redis_cluster cluster
-            PORT_OF[cluster]=${CLUSTER_PORTS[0]} PIDS_OF[cluster]="${CLUSTER_PIDS[*]}"
+            SERVER_OF[cluster]="--host $HOST -p ${CLUSTER_PORTS[0]} --cluster"
+            PIDS_OF[cluster]="${CLUSTER_PIDS[*]}"
             ;;
         colony)
             start_colony colony
-            PORT_OF[colony]=$COLONY_PORT PIDS_OF[colony]=$COLONY_PID
+            SERVER_OF[colony]="--host $HOST -p $COLONY_PORT" PIDS_OF[colony]=$COLONY_PID
             ;;
-        *) die "unknown target $t (TARGETS takes redis, cluster, colony)" ;;
+        colony3)
+            start_colony_cluster colony3
+            printf -v addrs "$HOST:%s," "${COLONY3_PORTS[@]}"
+            SERVER_OF[colony3]="--addr ${addrs%,}" PIDS_OF[colony3]="${COLONY3_PIDS[*]}"
+            record colony3.bucket "$COLONY3_BUCKET"
+            ;;
+        *) die "unknown target $t (TARGETS takes redis, cluster, colony, colony3)" ;;
         esac
-        log "$t ready on $HOST:${PORT_OF[$t]}"
+        log "$t ready: ${SERVER_OF[$t]}"
     done
 }
 
 # Runs are interleaved (every target in turn for each run), so a slow patch
 # of the machine hurts all targets alike.
 measure_throughput() {
-    local spec workload dist pipeline run t json extra
+    local spec workload dist pipeline run t json
     for spec in $WORKLOADS; do
         workload=${spec%%:*} dist=${spec#*:}
         for pipeline in $PIPELINES; do
@@ -176,9 +187,8 @@ measure_throughput() {
                 for t in $TARGETS; do
                     log "$t: workload $workload ($dist), pipeline $pipeline, run $run/$RUNS"
                     json=$RESULTS/tp-$t-$workload-$dist-p$pipeline-r$run.json
-                    extra=()
-                    [ "$t" != cluster ] || extra=(--cluster)
-                    bench_run "$json" $((2 * DURATION + 60)) -p "${PORT_OF[$t]}" "${extra[@]}" \
+                    # shellcheck disable=SC2086 # SERVER_OF holds several words
+                    bench_run "$json" $((2 * DURATION + 60)) ${SERVER_OF[$t]} \
                         --workload "$workload" --dist "$dist" --keyspace "$KEYSPACE" --load \
                         --clients "$CLIENTS" --pipeline "$pipeline" --requests "$N" \
                         --duration "$DURATION" ||
@@ -197,7 +207,7 @@ count_aof_rewrites() {
     local t port n total
     for t in $TARGETS; do
         case $t in
-        redis) set -- "${PORT_OF[redis]}" ;;
+        redis) set -- "$REDIS_PORT" ;;
         cluster) set -- "${CLUSTER_PORTS[@]}" ;;
         *) continue ;;
         esac
@@ -234,7 +244,7 @@ measure_persistence() {
     pid=$LAST_PID
     wait_ready "mem-$kind" "$port" "$pid"
     log "$kind: loading $MEM_KEYS distinct $VALUE_SIZE-byte values"
-    bench_run "$RESULTS/mem-$kind.json" $((MEM_DURATION + 60)) -p "$port" --workload set \
+    bench_run "$RESULTS/mem-$kind.json" $((MEM_DURATION + 60)) --host "$HOST" -p "$port" --workload set \
         --load --keyspace "$MEM_KEYS" --value-size "$VALUE_SIZE" --requests 0 \
         --clients "$CLIENTS" --pipeline 16 --duration "$MEM_DURATION" ||
         die "$kind: loading failed: $(tail -n 3 "$RESULTS/mem-$kind.err")"

@@ -19,7 +19,6 @@ TARGETS = env("TARGETS").split()
 PIPELINES = env("PIPELINES").split()
 WORKLOADS = [w.split(":", 1) for w in env("WORKLOADS").split()]
 MEM_KEYS, VALUE = int(env("MEM_KEYS")), int(env("VALUE_SIZE"))
-CLUSTER_NA = "n/a: clustering not built yet"
 MIX = {
     "a": "50% GET, 50% SET", "b": "95% GET, 5% SET", "c": "100% GET",
     "incr": "100% INCR", "sets": "50% SADD, 50% SISMEMBER",
@@ -88,7 +87,9 @@ def ms(us_values):
         return f"{med:,.1f}"
     return f"{med:,.1f} ({', '.join(f'{v / 1000:,.1f}' for v in vals)})"
 
-col = {"redis": "Redis", "cluster": "Redis Cluster", "colony": "Colony (1 node)"}
+col = {"redis": "Redis", "cluster": "Redis Cluster", "colony": "Colony (1 node)",
+       "colony3": "Colony (3 nodes)"}
+SHOWN = ("redis", "cluster", "colony", "colony3")
 out = []
 w = out.append
 w("# Colony beside Redis: colony-bench\n")
@@ -106,7 +107,7 @@ w("\nServers and load generator share these cores; everything runs over 127.0.0.
 w("## Command\n")
 w(f"```sh\n{one('command')}\n```\n")
 w("Each measured run is one colony-bench process:\n")
-w(f"```sh\ncolony-bench --host 127.0.0.1 -p PORT [--cluster] --workload W --dist D "
+w(f"```sh\ncolony-bench --host 127.0.0.1 -p PORT [--cluster] | --addr N1,N2,N3  --workload W --dist D "
   f"--keyspace {env('KEYSPACE')} --load --clients {CLIENTS} --pipeline P "
   f"--requests {N} --duration {env('DURATION')} --json FILE --quiet\n```\n")
 w(f"`--load` first writes every key of the workload's keyspace once; then {N:,} "
@@ -116,7 +117,10 @@ w(f"`--load` first writes every key of the workload's keyspace once; then {N:,} 
   "interleaved: run 1 on every target, then run 2, and so on. Against the Redis "
   f"Cluster each client keeps one connection per master (so {CLIENTS} clients are "
   f"{3 * CLIENTS} connections), routes by slot and follows MOVED/ASK; operations "
-  "in flight are the same as for the others.\n")
+  "in flight are the same as for the others. Against the Colony cluster, "
+  "`--addr` names the three nodes' RESP ports and client i connects to node "
+  f"i mod 3 ({CLIENTS} connections in all, spread evenly); whichever node a "
+  "request reaches coordinates it with the key's replicas.\n")
 w("## Targets and durability\n")
 w("| target | processes | durability |\n|---|---|---|")
 rd = env("REDIS_DURABILITY")
@@ -125,35 +129,41 @@ w(f"| Redis Cluster | 6 redis-server: 3 masters + 3 replicas (`--cluster-replica
   f"`{rd} --cluster-enabled yes` on every node; replication is asynchronous |")
 w(f"| Colony (1 node) | 1 colony | `--fsync {env('COLONY_FSYNC')}` (interval 1000 ms): "
   "each batch is written to the OS before its reply, fsynced every second |")
-w(f"| Colony 3-node cluster | - | {CLUSTER_NA} |\n")
+w(f"| Colony (3 nodes) | 3 colony, one `--cluster-secret`, nodes 2 and 3 `--join` node 1; "
+  f"default bucket `{one('colony3.bucket')}` (as `colony admin bucket get default` "
+  "shows it), so each key is on all three nodes | "
+  f"`--fsync {env('COLONY_FSYNC')}` on every node; a write is acknowledged once 2 of "
+  "its 3 replicas have it (in the OS), a read merges the first 2 of 3 answers |\n")
 
 w("## Throughput (ops/s)\n")
-head = ["workload", "mix", "key choice", "pipeline"] + [col[t] for t in ("redis", "cluster", "colony")]
-head += ["Colony 3-node cluster", "Colony / Redis", "Colony / Redis Cluster"]
+head = ["workload", "mix", "key choice", "pipeline"] + [col[t] for t in SHOWN]
+head += ["1 node / Redis", "1 node / Redis Cluster", "3 nodes / Redis",
+         "3 nodes / Redis Cluster"]
 w("| " + " | ".join(head) + " |")
 w("|" + "---|" * len(head))
 for wl, dist in WORKLOADS:
     for p in PIPELINES:
-        s = {t: summary(t, wl, dist, p) for t in ("redis", "cluster", "colony")}
-        w(f"| {wl} | {MIX.get(wl, wl)} | {dist} | {p} | {ops(s['redis'])} | {ops(s['cluster'])} | "
-          f"{ops(s['colony'])} | {CLUSTER_NA} | {ratio(s['colony'], s['redis'])} | "
-          f"{ratio(s['colony'], s['cluster'])} |")
+        s = {t: summary(t, wl, dist, p) for t in SHOWN}
+        cells = [wl, MIX.get(wl, wl), dist, p] + [ops(s[t]) for t in SHOWN]
+        cells += [ratio(s[c], s[r]) for c in ("colony", "colony3") for r in ("redis", "cluster")]
+        w("| " + " | ".join(cells) + " |")
+w("\nRatios are Colony's throughput over Redis's (1 node: the single Colony node; "
+  "3 nodes: the Colony cluster).")
 
 w("\n## Latency (µs): p50 / p99\n")
-head = ["workload", "key choice", "pipeline"] + [col[t] for t in ("redis", "cluster", "colony")]
-head += ["Colony 3-node cluster"]
+head = ["workload", "key choice", "pipeline"] + [col[t] for t in SHOWN]
 w("| " + " | ".join(head) + " |")
 w("|" + "---|" * len(head))
 for wl, dist in WORKLOADS:
     for p in PIPELINES:
-        s = {t: summary(t, wl, dist, p) for t in ("redis", "cluster", "colony")}
-        w(f"| {wl} | {dist} | {p} | {lat(s['redis'])} | {lat(s['cluster'])} | "
-          f"{lat(s['colony'])} | {CLUSTER_NA} |")
+        s = {t: summary(t, wl, dist, p) for t in SHOWN}
+        w("| " + " | ".join([wl, dist, p] + [lat(s[t]) for t in SHOWN]) + " |")
 
 w("\n## Memory, start-up, recovery\n")
 w("Start-up and restart times are from the exec of the server to its first PONG "
   "(and to the first GET that returns a loaded value), polled every millisecond; "
-  "the median, then every measurement in brackets.\n")
+  "the median, then every measurement in brackets. These rows are measured on "
+  "one Colony node only; the 3-node cluster is not part of them.\n")
 w("| measure | Redis | Colony (1 node) | Colony / Redis |\n|---|---|---|---|")
 
 def row(label, r, c, fmt=lambda v: v, ratio_of=None):

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Starting the servers the benchmarks compare: Redis, a Redis Cluster, Colony.
+# Starting the servers the benchmarks compare: Redis, a Redis Cluster, Colony
+# (one node, or a cluster of three).
 # Sourced after common.sh. Every server binds 127.0.0.1 only, lives in its own
 # directory under $WORK, logs to $WORK/NAME.log and is appended to PIDS.
 
@@ -72,15 +73,17 @@ redis_cmd() {
         "${REDIS_DURABILITY[@]}" "$@")
 }
 
-# colony_cmd DIR: picks its ports; sets CMD and COLONY_PORT. The data
+# colony_cmd DIR: picks its ports; sets CMD, COLONY_PORT (RESP), COLONY_HTTP
+# and COLONY_CLUSTER (inter-node), the last two as HOST:PORT. The data
 # directory itself is created by colony.
 colony_cmd() {
     local dir=$1 http cluster
     pick_port COLONY_PORT
     pick_port http
     pick_port cluster
+    COLONY_HTTP=$HOST:$http COLONY_CLUSTER=$HOST:$cluster
     CMD=("$COLONY_BIN" start --data-dir "$dir" --resp "$HOST:$COLONY_PORT"
-        --http "$HOST:$http" --cluster "$HOST:$cluster" --fsync "$COLONY_FSYNC")
+        --http "$COLONY_HTTP" --cluster "$COLONY_CLUSTER" --fsync "$COLONY_FSYNC")
 }
 
 # start_redis NAME: a standalone Redis; sets REDIS_PORT, REDIS_PID.
@@ -100,6 +103,100 @@ start_colony() {
     launch "$name" "${CMD[@]}"
     COLONY_PID=$LAST_PID
     wait_ready "$name" "$COLONY_PORT" "$COLONY_PID"
+}
+
+# start_colony_cluster NAME: three Colony nodes sharing a cluster secret,
+# nodes 2 and 3 joining node 1 (n_val is 3 by default). Waits until every
+# node sees 3 valid members on its own ring and no transfer, then sets the
+# default bucket to COLONY_CLUSTER_PROPS and checks every node reports it.
+# Sets COLONY3_PORTS, COLONY3_HTTP, COLONY3_PIDS, and COLONY3_BUCKET to the
+# properties `colony admin bucket get default` shows on node 3.
+start_colony_cluster() {
+    local name=$1 i secret seed=""
+    secret=bench-$RANDOM$RANDOM
+    COLONY3_PORTS=() COLONY3_HTTP=() COLONY3_PIDS=()
+    for i in 1 2 3; do
+        colony_cmd "$WORK/$name-$i"
+        CMD+=(--node-name "$name-$i" --cluster-secret "$secret")
+        [ -z "$seed" ] || CMD+=(--join "$seed")
+        launch "$name-$i" "${CMD[@]}"
+        COLONY3_PORTS+=("$COLONY_PORT") COLONY3_HTTP+=("$COLONY_HTTP")
+        COLONY3_PIDS+=("$LAST_PID")
+        # The others join node 1, so it must be up first.
+        wait_ready "$name-$i" "$COLONY_PORT" "$LAST_PID"
+        [ -n "$seed" ] || seed=$COLONY_CLUSTER
+    done
+    wait_colony_settled "$name" 3 120
+    timeout 30 "$COLONY_BIN" admin --http "${COLONY3_HTTP[0]}" bucket set default \
+        "${COLONY_CLUSTER_PROPS[@]}" >>"$WORK/$name-admin.log" 2>&1 ||
+        { tail -n 5 "$WORK/$name-admin.log" >&2; die "$name: bucket set default failed"; }
+    wait_colony_props "$name" 60
+    # What an operator would see, for the report.
+    # shellcheck disable=SC2034 # read by bench.sh
+    COLONY3_BUCKET=$(timeout 30 "$COLONY_BIN" admin --http "${COLONY3_HTTP[2]}" bucket get default |
+        awk 'NR > 1 { printf "%s%s=%s", sep, $1, $2; sep = " " }') ||
+        die "$name: colony admin bucket get default failed"
+}
+
+# The replication the Colony cluster target runs with, set explicitly.
+COLONY_CLUSTER_PROPS=(n_val=3 w=2 r=2)
+
+# colony_status_check NAME CHECK LIMIT_S PATH: polls GET PATH on every node of
+# COLONY3_HTTP (about every 100 ms, at most LIMIT_S seconds) until the Python
+# expression CHECK, over the decoded JSON answer `s`, is true on all of them.
+# The last answers are in $WORK/NAME-status.json.
+colony_status_check() {
+    local name=$1 check=$2 limit=$3 path=$4
+    if python3 - "$check" "$limit" "$path" "$WORK/$name-status.json" "${COLONY3_HTTP[@]}" <<'PY'; then
+import json, sys, time, urllib.request
+check, limit, path, dump, addrs = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]
+deadline = time.monotonic() + limit
+while True:
+    answers = {}
+    for addr in addrs:
+        try:
+            with urllib.request.urlopen(f"http://{addr}{path}", timeout=5) as r:
+                answers[addr] = json.load(r)
+        except (OSError, ValueError) as e:
+            answers[addr] = {"error": str(e)}
+    try:
+        ok = all(eval(check, {"s": s}) for s in answers.values())
+    except (KeyError, TypeError):
+        ok = False
+    if ok:
+        sys.exit(0)
+    if time.monotonic() >= deadline:
+        with open(dump, "w") as f:
+            json.dump(answers, f, indent=1)
+        sys.exit(1)
+    time.sleep(0.1)
+PY
+        return 0
+    fi
+    log "$name: last answers in $WORK/$name-status.json"
+    return 1
+}
+
+# wait_colony_settled NAME MEMBERS LIMIT_S: every node sees MEMBERS valid
+# members whose rings are the same as its own, and nothing transferring or
+# staged.
+wait_colony_settled() {
+    local name=$1 members=$2 limit=$3
+    colony_status_check "$name" "s['joined'] and not s['transfers'] and not s['staged']['transfers'] and sum(m['status'] == 'Valid' and m['live'] and m['ring_in_sync'] for m in s['members']) == $members and len(s['members']) == $members" \
+        "$limit" /api/v1/cluster/status ||
+        die "$name: no settled ring of $members valid members within $limit s"
+}
+
+# wait_colony_props NAME LIMIT_S: every node reports the default bucket's
+# properties as COLONY_CLUSTER_PROPS (they travel in the ring's metadata).
+wait_colony_props() {
+    local name=$1 limit=$2 prop want=""
+    for prop in "${COLONY_CLUSTER_PROPS[@]}"; do
+        want+="str(s['${prop%%=*}']) == '${prop#*=}' and "
+    done
+    colony_status_check "$name" "${want}True" "$limit" /api/v1/buckets/default/props ||
+        die "$name: the default bucket is not ${COLONY_CLUSTER_PROPS[*]} on every node within $limit s"
+    log "$name: default bucket is ${COLONY_CLUSTER_PROPS[*]} on every node"
 }
 
 # start_redis_cluster NAME: 3 masters + 3 replicas, waits until every node

@@ -34,6 +34,11 @@ struct Args {
     host: String,
     #[arg(short, long, default_value_t = 6379)]
     port: u16,
+    /// Servers as HOST:PORT, repeated or comma-separated, instead of --host
+    /// and --port: clients are spread over them round-robin (client i talks
+    /// to address i mod count), e.g. the nodes of a Colony cluster.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["host", "port", "cluster"])]
+    addr: Vec<String>,
     /// Target is a Redis Cluster: route by key slot, follow MOVED/ASK.
     #[arg(long)]
     cluster: bool,
@@ -119,7 +124,24 @@ fn validate(a: &Args) -> anyhow::Result<()> {
     if a.rate.iter().any(|r| !(*r > 0.0 && r.is_finite())) {
         bail!("every --rate must be a positive number of ops/s");
     }
+    if let Some(bad) = a.addr.iter().find(|addr| !is_host_port(addr)) {
+        bail!("--addr takes HOST:PORT, got {bad:?}");
+    }
     Ok(())
+}
+
+fn is_host_port(addr: &str) -> bool {
+    addr.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+/// The servers clients connect to: every --addr, or --host:--port.
+fn addresses(a: &Args) -> Vec<String> {
+    if a.addr.is_empty() {
+        vec![format!("{}:{}", a.host, a.port)]
+    } else {
+        a.addr.clone()
+    }
 }
 
 async fn run(args: Args, threads: usize) -> anyhow::Result<()> {
@@ -165,12 +187,17 @@ fn prefix(a: &Args) -> String {
 
 fn bench_config(a: &Args) -> BenchConfig {
     BenchConfig {
-        client: Arc::new(ClientConfig {
-            seed_addr: format!("{}:{}", a.host, a.port),
-            cluster: a.cluster,
-            connect_timeout: Duration::from_millis(a.connect_timeout_ms),
-            reply_timeout: Duration::from_millis(a.timeout_ms),
-        }),
+        servers: addresses(a)
+            .into_iter()
+            .map(|seed_addr| {
+                Arc::new(ClientConfig {
+                    seed_addr,
+                    cluster: a.cluster,
+                    connect_timeout: Duration::from_millis(a.connect_timeout_ms),
+                    reply_timeout: Duration::from_millis(a.timeout_ms),
+                })
+            })
+            .collect(),
         payload: Arc::new(Payload::new(&prefix(a), a.value_size)),
         workload: a.workload,
         keys: KeyChooser::new(a.dist, a.keyspace),
@@ -186,7 +213,7 @@ fn bench_config(a: &Args) -> BenchConfig {
 
 fn config_report(a: &Args, threads: usize, cfg: &BenchConfig) -> ConfigReport {
     ConfigReport {
-        target: cfg.client.seed_addr.clone(),
+        target: addresses(a).join(","),
         cluster: a.cluster,
         workload: a.workload,
         distribution: a.dist,
@@ -207,5 +234,47 @@ fn config_report(a: &Args, threads: usize, cfg: &BenchConfig) -> ConfigReport {
         threads,
         connect_timeout_ms: a.connect_timeout_ms,
         timeout_ms: a.timeout_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_default_to_host_and_port() {
+        let a = Args::parse_from(["colony-bench", "--host", "10.0.0.1", "-p", "7000"]);
+        assert_eq!(addresses(&a), ["10.0.0.1:7000"]);
+    }
+
+    #[test]
+    fn addr_takes_repeats_and_comma_lists_in_order() {
+        let a = Args::parse_from([
+            "colony-bench",
+            "--addr",
+            "127.0.0.1:6001,127.0.0.1:6002",
+            "--addr",
+            "127.0.0.1:6003",
+        ]);
+        assert!(validate(&a).is_ok());
+        assert_eq!(
+            addresses(&a),
+            ["127.0.0.1:6001", "127.0.0.1:6002", "127.0.0.1:6003"]
+        );
+    }
+
+    #[test]
+    fn addr_without_a_port_is_refused() {
+        let a = Args::parse_from(["colony-bench", "--addr", "127.0.0.1"]);
+        assert!(validate(&a).is_err());
+    }
+
+    #[test]
+    fn addr_conflicts_with_cluster_and_port() {
+        let addr = ["colony-bench", "--addr", "127.0.0.1:6001"];
+        let with_cluster = addr.iter().chain(&["--cluster"]);
+        assert!(Args::try_parse_from(with_cluster).is_err());
+        let with_port = addr.iter().chain(&["-p", "7000"]);
+        assert!(Args::try_parse_from(with_port).is_err());
     }
 }

@@ -18,7 +18,8 @@ use crate::workload::{KeyChooser, Op, OpGenerator, Payload, Workload};
 /// Settings shared by every phase of a run.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
-    pub client: Arc<ClientConfig>,
+    /// One entry per server; never empty. Clients are spread over them.
+    pub servers: Vec<Arc<ClientConfig>>,
     pub payload: Arc<Payload>,
     pub workload: Workload,
     pub keys: KeyChooser,
@@ -64,6 +65,15 @@ struct Shared {
     limit: u64,
     start: Instant,
     deadline: Instant,
+}
+
+impl BenchConfig {
+    /// The server of client `index`: round-robin over `servers`, so with
+    /// `clients` clients each server gets `clients / servers` of them, give or
+    /// take one.
+    pub fn server_for(&self, index: usize) -> &Arc<ClientConfig> {
+        &self.servers[index % self.servers.len()]
+    }
 }
 
 impl Shared {
@@ -153,14 +163,15 @@ async fn drive(
 /// Opens every client's connections before the clock starts.
 async fn connect_clients(cfg: &Arc<BenchConfig>) -> anyhow::Result<Vec<Client>> {
     let mut clients = Vec::with_capacity(cfg.clients);
-    for _ in 0..cfg.clients {
-        let mut client = Client::new(cfg.client.clone(), cfg.payload.clone())
+    for i in 0..cfg.clients {
+        let server = cfg.server_for(i);
+        let mut client = Client::new(server.clone(), cfg.payload.clone())
             .await
-            .with_context(|| format!("preparing a client for {}", cfg.client.seed_addr))?;
+            .with_context(|| format!("preparing a client for {}", server.seed_addr))?;
         client
             .connect_all()
             .await
-            .with_context(|| format!("connecting to {}", cfg.client.seed_addr))?;
+            .with_context(|| format!("connecting to {}", server.seed_addr))?;
         clients.push(client);
     }
     Ok(clients)
@@ -299,5 +310,61 @@ async fn report_progress(shared: Arc<Shared>) {
         eprint!("\r  {elapsed:6.1}s  {ops:>12} ops  {rate:>12.0} ops/s   ");
         let _ = std::io::stderr().flush();
         (last_ops, last_at) = (ops, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::Distribution;
+
+    fn config(addrs: &[&str], clients: usize) -> BenchConfig {
+        BenchConfig {
+            servers: addrs
+                .iter()
+                .map(|a| {
+                    Arc::new(ClientConfig {
+                        seed_addr: a.to_string(),
+                        cluster: false,
+                        connect_timeout: Duration::from_secs(1),
+                        reply_timeout: Duration::from_secs(1),
+                    })
+                })
+                .collect(),
+            payload: Arc::new(Payload::new("k:", 4)),
+            workload: Workload::A,
+            keys: KeyChooser::new(Distribution::Uniform, 10),
+            keyspace: 10,
+            clients,
+            pipeline: 1,
+            requests: 0,
+            duration: Duration::from_secs(1),
+            seed: 1,
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn clients_are_spread_round_robin_over_the_servers() {
+        let cfg = config(&["n1:1", "n2:2", "n3:3"], 50);
+        let picked: Vec<&str> = (0..5)
+            .map(|i| cfg.server_for(i).seed_addr.as_str())
+            .collect();
+        assert_eq!(picked, ["n1:1", "n2:2", "n3:3", "n1:1", "n2:2"]);
+        let per_server: Vec<usize> = ["n1:1", "n2:2", "n3:3"]
+            .iter()
+            .map(|a| {
+                (0..cfg.clients)
+                    .filter(|&i| cfg.server_for(i).seed_addr == *a)
+                    .count()
+            })
+            .collect();
+        assert_eq!(per_server, [17, 17, 16]);
+    }
+
+    #[test]
+    fn one_server_takes_every_client() {
+        let cfg = config(&["only:1"], 4);
+        assert!((0..cfg.clients).all(|i| cfg.server_for(i).seed_addr == "only:1"));
     }
 }

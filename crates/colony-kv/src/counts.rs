@@ -10,7 +10,7 @@
 //! marker is `[partition u16]` alone.
 
 use crate::store::{self, Store};
-use crate::{KvError, Object};
+use crate::KvError;
 use bytes::Bytes;
 use colony_core::PartitionId;
 use std::collections::{BTreeMap, BTreeSet};
@@ -155,7 +155,10 @@ fn scan(store: &Store, partition: PartitionId) -> Result<BTreeMap<Bytes, BucketC
         let (k, v) = item.into_inner()?;
         let (bucket, _, _) = store::split_data_key(&k)
             .ok_or_else(|| KvError::Corrupt(format!("malformed key in partition {partition}")))?;
-        let expires = Object::peek_expiry(&v)?.is_some();
+        if crate::crdt::Doc::peek_kind(&v)?.is_none() {
+            continue; // a tombstone is no key
+        }
+        let expires = crate::crdt::Doc::peek_expiry(&v)?.is_some();
         let c = counts.entry(Bytes::copy_from_slice(bucket)).or_default();
         c.keys += 1;
         c.expires += u64::from(expires);

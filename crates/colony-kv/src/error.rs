@@ -29,6 +29,10 @@ pub enum KvError {
     KeyTooLarge { size: usize, max: usize },
     #[error("invalid bucket name: {0}")]
     InvalidBucket(String),
+    /// Bucket properties that cannot be set: unknown name, bad value, or
+    /// counts that do not fit n_val.
+    #[error("invalid bucket properties: {0}")]
+    InvalidProps(String),
     #[error("storage failure: {0}")]
     Storage(String),
     #[error("stored object is corrupt: {0}")]
@@ -42,15 +46,45 @@ pub enum KvError {
     /// The node owning the key cannot be reached.
     #[error("{0}")]
     Unavailable(String),
+    /// A causal context sent back by a client does not decode.
+    #[error("invalid causal context: {0}")]
+    BadContext(String),
+    /// A write would leave more concurrent values than the limit.
+    #[error("the key has {count} concurrent values (siblings), more than the limit of {max}; read it and write back one value with the context the read returned")]
+    TooManySiblings { count: usize, max: usize },
+    /// Too few replicas answered a read or write in time.
+    #[error("quorum not met for {op}: {got} of {needed} replicas answered ({} of {} primaries, {} of {} durable){}", primaries.0, primaries.1, durable.0, durable.1, failure_list(failures))]
+    QuorumUnmet {
+        op: String,
+        needed: usize,
+        got: usize,
+        /// (answered, needed) among primaries (pr/pw).
+        primaries: (usize, usize),
+        /// (answered, needed) durable copies (dw).
+        durable: (usize, usize),
+        failures: Vec<String>,
+    },
     #[error(transparent)]
     Core(#[from] CoreError),
+}
+
+fn failure_list(failures: &[String]) -> String {
+    if failures.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", failures.join("; "))
+    }
 }
 
 impl KvError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Core(e) => e.is_retryable(),
-            Self::Storage(_) | Self::TryAgain(_) | Self::Unavailable(_) | Self::NotOwner(_) => true,
+            Self::Storage(_)
+            | Self::TryAgain(_)
+            | Self::Unavailable(_)
+            | Self::NotOwner(_)
+            | Self::QuorumUnmet { .. } => true,
             _ => false,
         }
     }

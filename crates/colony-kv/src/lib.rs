@@ -3,24 +3,27 @@
 //! Owns the object model (typed values with expiry), its storage layout on
 //! the embedded engine (fjall), the per-partition vnode that applies
 //! operations atomically, expiry (lazy on access, active on tick), and the
-//! request coordinator that routes single- and multi-key requests to vnodes.
+//! request coordinator that routes single- and multi-key requests to vnodes,
+//! and buckets' replication properties (kept in the ring's metadata).
 //!
 //! It knows nothing of sockets facing clients: the Redis protocol and HTTP
 //! live in colony-server, which maps their commands onto [`KeyOp`]s and
 //! [`Reply`]s onto the wire.
 
 pub mod clock;
+pub mod crdt;
 pub mod error;
 pub mod glob;
 pub mod object;
 pub mod op;
+pub mod props;
 pub mod reply;
 pub mod service;
 pub mod store;
 pub mod vnode;
 
 mod apply;
-mod cache;
+pub mod coordinator;
 mod counts;
 pub mod multi;
 
@@ -29,7 +32,8 @@ pub use error::KvError;
 pub use multi::SetAlgebra;
 pub use object::{Object, Value, ValueKind};
 pub use op::{ExpireCond, KeyOp, SetCond, SetExpire};
+pub use props::{BucketProps, Overrides, Quorum, Resolved};
 pub use reply::Reply;
-pub use service::{KvConfig, KvService, ScanPage, Submitted};
+pub use service::{KvConfig, KvService, Pipeline, ScanPage, Submitted};
 pub use store::{FsyncPolicy, Store, StoreConfig};
 pub use vnode::BucketCount;

@@ -137,6 +137,25 @@ pub enum KeyOp {
         pattern: Option<Bytes>,
         count: usize,
     },
+
+    // The replicated object itself (HTTP: siblings and causal contexts).
+    /// The key's whole state, merged over the replicas read.
+    FetchDoc,
+    /// Store a plain value, removing only the siblings `ctx` (an opaque
+    /// context from an earlier read) covers; without `ctx`, every sibling
+    /// the leader holds. `prior` is the state the coordinator read first,
+    /// merged in before the write so that everything the client saw counts.
+    PutCtx {
+        value: Bytes,
+        content_type: Option<Bytes>,
+        ctx: Option<Bytes>,
+        prior: Option<Bytes>,
+    },
+    /// Delete what `ctx` covers (everything observed without it).
+    DelCtx {
+        ctx: Option<Bytes>,
+        prior: Option<Bytes>,
+    },
 }
 
 impl KeyOp {
@@ -147,6 +166,7 @@ impl KeyOp {
         matches!(
             self,
             Exists
+                | FetchDoc
                 | Type
                 | Ttl { .. }
                 | Fetch

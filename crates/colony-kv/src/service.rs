@@ -7,23 +7,35 @@
 //! so clients never see a partition move.
 
 use crate::store::{Store, StoreConfig};
-use crate::vnode::KvRequest as Req;
 use crate::vnode::{BucketCount, KvRequest, KvResponse, KvVnode, Limits};
 use crate::{Clock, KeyOp, KvError, Object, Reply, ValueKind};
 use bytes::Bytes;
-use colony_core::cluster::{BoxFut, Chunk, Cluster, HandoffItem, PartitionStore};
-use colony_core::rpc::{RpcError, RpcHandler, ServiceId};
-use colony_core::vnode::{ReplyFuture, VnodeConfig, VnodeHandle, VnodeSet};
+use colony_core::cluster::Cluster;
+use colony_core::rpc::{RpcError, ServiceId};
+use colony_core::vnode::{VnodeConfig, VnodeHandle, VnodeSet};
 use colony_core::{NodeId, PartitionId, Partitioner, Ring};
-use futures::future::join_all;
+use futures::future::{join_all, FutureExt};
 use rand::Rng;
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+mod hints;
+mod partitions;
+mod replicated;
+mod rpc;
+mod submit;
+
+use partitions::KvPartitions;
+use rpc::{KvRpc, KvRpcHandler};
+pub use submit::{Pipeline, Submitted};
+
+pub use hints::pending as hints_pending;
+
+use crate::coordinator::KeyReq;
+use crate::coordinator::{self, Need};
+use crate::props::{BucketProps, Overrides};
 
 #[derive(Debug, Clone)]
 pub struct KvConfig {
@@ -67,11 +79,22 @@ struct RouterInner {
     me: NodeId,
     handles: Vec<VnodeHandle<KvVnode>>,
     cluster: OnceLock<Arc<Cluster>>,
+    clock: Arc<dyn Clock>,
+    /// Read repairs in flight, node-wide.
+    repairs: Arc<tokio::sync::Semaphore>,
 }
 
 enum Target {
     Local,
     Remote(NodeId),
+}
+
+/// How a key request is served.
+enum Path {
+    /// This node holds the key's only copy: straight to the local vnode.
+    Local,
+    /// Through the replicas (with stand-ins past them on the ring).
+    Replicated(Vec<coordinator::Target>, Need, Vec<NodeId>),
 }
 
 impl Router {
@@ -84,21 +107,113 @@ impl Router {
         ))
     }
 
-    /// Where the partition lives, by this node's ring.
-    fn target(&self, partition: PartitionId) -> Result<Target, KvError> {
+    /// Where a partition-wide request (count, listing, random key) for
+    /// `partition` goes, in order: its owner, then its other replicas, those
+    /// the failure detector calls live first. Every replica holds the
+    /// range, so when the owner is down another one answers.
+    fn holders(&self, partition: PartitionId) -> Result<Vec<Target>, KvError> {
         let Some(cluster) = self.0.cluster.get() else {
-            return Ok(Target::Local);
+            return Ok(vec![Target::Local]);
         };
         let ring = cluster.ring().ok_or_else(|| {
             KvError::TryAgain("this node is joining the cluster; retry shortly".into())
         })?;
-        match ring.owner(partition) {
-            Some(o) if *o == self.0.me => Ok(Target::Local),
-            Some(o) => Ok(Target::Remote(o.clone())),
-            None => Err(KvError::Core(colony_core::CoreError::NoSuchPartition {
+        let mut replicas = ring.replicas(partition);
+        if replicas.is_empty() {
+            return Err(KvError::Core(colony_core::CoreError::NoSuchPartition {
                 partition,
                 ring_size: ring.ring_size(),
-            })),
+            }));
+        }
+        // Stable: the owner stays first among the live ones.
+        replicas.sort_by_key(|n| !cluster.is_live(n));
+        Ok(replicas
+            .into_iter()
+            .map(|n| {
+                if n == self.0.me {
+                    Target::Local
+                } else {
+                    Target::Remote(n)
+                }
+            })
+            .collect())
+    }
+
+    /// How to serve a request for a key of `partition`, by this node's
+    /// ring, failure detector and the bucket's properties.
+    fn path(&self, kr: &KeyReq) -> Result<Path, KvError> {
+        let Some(cluster) = self.0.cluster.get() else {
+            return Ok(Path::Local);
+        };
+        let ring = cluster.ring().ok_or_else(|| {
+            KvError::TryAgain("this node is joining the cluster; retry shortly".into())
+        })?;
+        let walk = ring.replicas(kr.partition).len();
+        let q = BucketProps::lookup(&ring, &kr.bucket).resolve(ring.n_val(), walk, &kr.overrides);
+        let mut targets = coordinator::targets(&ring, kr.partition, q.n, |x| cluster.is_live(x));
+        let need = Need::of(&q, kr.op.is_read_only());
+        // The failure detector only suggests: when the nodes it calls live
+        // cannot make the quorum (a node just started has heard from no
+        // one yet), ask the replicas themselves.
+        let primaries = targets.iter().filter(|t| t.primary).count();
+        if targets.len() < need.total || primaries < need.primary {
+            targets = coordinator::targets(&ring, kr.partition, q.n, |_| true);
+        }
+        let alone =
+            targets.len() == 1 && targets[0].node == self.0.me && targets[0].hints.is_empty();
+        if alone && need.total <= 1 && need.primary <= 1 && need.durable == 0 {
+            return Ok(Path::Local);
+        }
+        let spares = coordinator::spares(&ring, kr.partition, &targets, |x| cluster.is_live(x));
+        Ok(Path::Replicated(targets, need, spares))
+    }
+
+    /// Serve a key request through the replicas, retrying while its
+    /// partition is moving (a leader refused it before applying anything).
+    async fn replicated(self, kr: KeyReq) -> Result<KvResponse, KvError> {
+        let deadline = Instant::now() + ROUTE_DEADLINE;
+        let mut delay = Duration::from_millis(1);
+        loop {
+            let read = kr.op.is_read_only();
+            let result = match self.path(&kr) {
+                Ok(Path::Local) => {
+                    let req = KvRequest::Key {
+                        bucket: kr.bucket.clone(),
+                        key: kr.key.clone(),
+                        hash: kr.hash,
+                        op: kr.op.clone(),
+                    };
+                    match self.local(kr.partition)?.call(req).await {
+                        Ok(KvResponse::Failed(e)) => Err(e),
+                        Ok(r) => Ok(r),
+                        Err(e) => Err(e.into()),
+                    }
+                }
+                Ok(Path::Replicated(targets, need, spares)) if read => {
+                    let clock = self.0.clock.clone();
+                    coordinator::read(&self, kr.clone(), targets, need, &*clock, &spares).await
+                }
+                Ok(Path::Replicated(targets, need, spares)) => {
+                    coordinator::write(&self, kr.clone(), targets, need, &spares).await
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(KvError::TryAgain(_) | KvError::NotOwner(_))
+                    if Instant::now() + delay <= deadline =>
+                {
+                    metrics::counter!("colony_kv_reroutes_total").increment(1);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(10));
+                }
+                Err(KvError::NotOwner(_)) => {
+                    return Err(KvError::TryAgain(format!(
+                        "partition {} is moving between nodes; retry",
+                        kr.partition
+                    )))
+                }
+                other => return other,
+            }
         }
     }
 
@@ -145,11 +260,17 @@ impl Router {
     ) -> Result<KvResponse, KvError> {
         let deadline = Instant::now() + ROUTE_DEADLINE;
         let mut delay = Duration::from_millis(1);
+        // Which of the partition's holders to ask next.
+        let mut next = 0;
         loop {
             let to = match hint.take() {
                 Some(n) if n == self.0.me => Target::Local,
                 Some(n) => Target::Remote(n),
-                None => self.target(partition)?,
+                None => {
+                    let mut holders = self.holders(partition)?;
+                    let i = next % holders.len();
+                    holders.swap_remove(i)
+                }
             };
             let err = match self.once(partition, &to, req.clone()).await {
                 Ok(KvResponse::Failed(e)) => e,
@@ -167,7 +288,16 @@ impl Router {
                         hint = Some(n);
                     }
                 }
-                KvError::TryAgain(_) | KvError::Unavailable(_) => {}
+                KvError::Unavailable(_) => {
+                    // Unreachable: the next holder, at once while there
+                    // is one not yet asked.
+                    next += 1;
+                    let holders = self.holders(partition).map(|h| h.len()).unwrap_or(1);
+                    if next % holders != 0 {
+                        continue;
+                    }
+                }
+                KvError::TryAgain(_) => {}
                 _ => return Err(err),
             }
             if Instant::now() + delay > deadline {
@@ -186,159 +316,6 @@ impl Router {
     }
 }
 
-/// A request forwarded to the node owning its partition.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct KvRpc {
-    partition: PartitionId,
-    req: KvRequest,
-}
-
-/// Serves requests other nodes forward to this one.
-struct KvRpcHandler(Router);
-
-impl RpcHandler for KvRpcHandler {
-    fn handle(
-        &self,
-        _from: NodeId,
-        _service: ServiceId,
-        body: Bytes,
-    ) -> Pin<Box<dyn Future<Output = Result<Bytes, RpcError>> + Send>> {
-        let router = self.0.clone();
-        Box::pin(async move {
-            let KvRpc { partition, req } =
-                colony_core::cluster::msg::decode(&body).map_err(RpcError::Protocol)?;
-            if !req_is_client(&req) {
-                return Err(RpcError::Protocol("not a client request".into()));
-            }
-            let resp = match router.target(partition) {
-                Ok(Target::Local) => match router.local(partition) {
-                    Ok(h) => match h.call(req).await {
-                        Ok(r) => r,
-                        Err(e) => KvResponse::Failed(e.into()),
-                    },
-                    Err(e) => KvResponse::Failed(e),
-                },
-                Ok(Target::Remote(owner)) => {
-                    KvResponse::Failed(KvError::NotOwner(owner.to_string()))
-                }
-                Err(e) => KvResponse::Failed(e),
-            };
-            Ok(colony_core::cluster::msg::encode(&resp))
-        })
-    }
-}
-
-fn req_is_client(req: &KvRequest) -> bool {
-    matches!(
-        req,
-        Req::Key { .. }
-            | Req::Scan { .. }
-            | Req::Count
-            | Req::Flush { .. }
-            | Req::RandomKey { .. }
-            | Req::Size
-    )
-}
-
-/// The KV store's side of handoff: core drives it through the vnodes.
-struct KvPartitions {
-    router: Router,
-    store: Arc<Store>,
-}
-
-impl KvPartitions {
-    fn ask(
-        &self,
-        partition: PartitionId,
-        req: KvRequest,
-    ) -> BoxFut<'_, Result<KvResponse, String>> {
-        Box::pin(async move {
-            let h = self.router.local(partition).map_err(|e| e.to_string())?;
-            match h.call(req).await {
-                Ok(KvResponse::Failed(e)) => Err(e.to_string()),
-                Ok(r) => Ok(r),
-                Err(e) => Err(e.to_string()),
-            }
-        })
-    }
-
-    fn unit(&self, partition: PartitionId, req: KvRequest) -> BoxFut<'_, Result<(), String>> {
-        let f = self.ask(partition, req);
-        Box::pin(async move { f.await.map(|_| ()) })
-    }
-}
-
-impl PartitionStore for KvPartitions {
-    fn begin(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
-        self.unit(partition, Req::HandoffBegin)
-    }
-    fn read_chunk(
-        &self,
-        partition: PartitionId,
-        after: Option<Bytes>,
-        max_bytes: usize,
-    ) -> BoxFut<'_, Result<Chunk, String>> {
-        let f = self.ask(partition, Req::HandoffRead { after, max_bytes });
-        Box::pin(async move {
-            match f.await? {
-                KvResponse::Items { items, next } => Ok((items, next)),
-                other => Err(format!("unexpected answer {other:?}")),
-            }
-        })
-    }
-    fn take_dirty(
-        &self,
-        partition: PartitionId,
-        seal: bool,
-    ) -> BoxFut<'_, Result<Vec<HandoffItem>, String>> {
-        let f = self.ask(partition, Req::HandoffDirty { seal });
-        Box::pin(async move {
-            match f.await? {
-                KvResponse::Items { items, .. } => Ok(items),
-                other => Err(format!("unexpected answer {other:?}")),
-            }
-        })
-    }
-    fn redirty(&self, partition: PartitionId, keys: Vec<Bytes>) -> BoxFut<'_, Result<(), String>> {
-        self.unit(partition, Req::HandoffRedirty { keys })
-    }
-    fn unseal(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
-        self.unit(partition, Req::HandoffUnseal)
-    }
-    fn cancel(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
-        self.unit(partition, Req::HandoffCancel)
-    }
-    fn moved(&self, partition: PartitionId, to: NodeId) -> BoxFut<'_, Result<(), String>> {
-        self.unit(partition, Req::HandoffMoved { to })
-    }
-    fn reset(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
-        self.unit(partition, Req::HandoffReset)
-    }
-    fn import(
-        &self,
-        partition: PartitionId,
-        items: Vec<HandoffItem>,
-    ) -> BoxFut<'_, Result<(), String>> {
-        self.unit(partition, Req::HandoffImport { items })
-    }
-    fn has_data(&self, partition: PartitionId) -> bool {
-        self.store
-            .data()
-            .prefix(partition.to_be_bytes())
-            .next()
-            .is_some()
-    }
-    fn key_count(&self, partition: PartitionId) -> BoxFut<'_, u64> {
-        let f = self.ask(partition, Req::Count);
-        Box::pin(async move {
-            match f.await {
-                Ok(KvResponse::Counts(c)) => c.values().map(|b| b.keys).sum(),
-                _ => 0,
-            }
-        })
-    }
-}
-
 impl KvService {
     /// Open the store and start every vnode this node owns. Must run inside
     /// a tokio runtime. Fails on an unreadable or corrupt data directory.
@@ -350,8 +327,10 @@ impl KvService {
             max_value_bytes: config.max_value_bytes,
         };
         let s = store.clone();
+        let node = config.node.clone();
+        let vclock = clock.clone();
         let factory = move |p: PartitionId| {
-            KvVnode::open(p, s.clone(), clock.clone(), limits).map_err(|e| e.to_string())
+            KvVnode::open(p, &node, s.clone(), vclock.clone(), limits).map_err(|e| e.to_string())
         };
         // Every node runs a vnode for every partition: the ring decides
         // which ones serve clients, and the others send or receive handoffs.
@@ -362,6 +341,8 @@ impl KvService {
             me: config.node.clone(),
             handles: vnodes.handles().to_vec(),
             cluster: OnceLock::new(),
+            clock,
+            repairs: coordinator::new_repair_budget(),
         }));
         Ok(Self {
             partitioner,
@@ -382,6 +363,16 @@ impl KvService {
             store: self.store.clone(),
         }));
         let _ = self.router.0.cluster.set(cluster);
+        tokio::spawn(hints::run(
+            self.router.clone(),
+            self.store.clone(),
+            self.vnodes.closing(),
+        ));
+    }
+
+    /// Hints this node keeps for unreachable replicas.
+    pub fn hints_pending(&self) -> u64 {
+        hints::pending(&self.store)
     }
 
     pub fn ring(&self) -> &Ring {
@@ -425,16 +416,19 @@ impl KvService {
         bucket: &Bytes,
         key: Bytes,
         op: KeyOp,
+        overrides: Overrides,
     ) -> Result<KvResponse, KvError> {
         self.check_key(&key)?;
         let (partition, hash) = self.partitioner.locate(bucket, &key);
-        let req = KvRequest::Key {
+        let kr = KeyReq {
+            partition,
             bucket: bucket.clone(),
             key,
             hash,
             op,
+            overrides,
         };
-        self.request(partition, req).await
+        self.router.clone().replicated(kr).await
     }
 
     /// Send `op` to its vnode now; the returned future yields the reply.
@@ -444,33 +438,86 @@ impl KvService {
             return Submitted::Failed(Some(e));
         }
         let (partition, hash) = self.partitioner.locate(bucket, &key);
-        let req = KvRequest::Key {
+        let kr = KeyReq {
+            partition,
             bucket: bucket.clone(),
             key,
             hash,
             op,
+            overrides: Overrides::default(),
         };
-        match self.router.target(partition) {
-            // The common case: straight into the local vnode's mailbox, in
-            // submission order, keeping a copy in case the partition moves.
-            Ok(Target::Local) => match self
-                .router
-                .local(partition)
-                .and_then(|h| Ok(h.send(req.clone())?))
-            {
-                Ok(f) => Submitted::Sent(f, Some((self.router.clone(), partition, req))),
-                Err(e) => Submitted::Failed(Some(e)),
-            },
-            Ok(Target::Remote(_)) | Err(KvError::TryAgain(_)) => {
-                Submitted::routed(self.router.clone().route(partition, req, None))
+        match self.router.path(&kr) {
+            // This node alone holds the key: straight into the local vnode's
+            // mailbox, in submission order, keeping a copy in case the
+            // partition moves.
+            Ok(Path::Local) => {
+                let req = KvRequest::Key {
+                    bucket: kr.bucket.clone(),
+                    key: kr.key.clone(),
+                    hash,
+                    op: kr.op.clone(),
+                };
+                match self.router.local(partition).and_then(|h| Ok(h.send(req)?)) {
+                    Ok(f) => Submitted::Sent(f, Some((self.router.clone(), kr))),
+                    Err(e) => Submitted::Failed(Some(e)),
+                }
+            }
+            Ok(Path::Replicated(..)) | Err(KvError::TryAgain(_)) => {
+                Submitted::routed(self.router.clone().replicated(kr))
             }
             Err(e) => Submitted::Failed(Some(e)),
         }
     }
 
+    /// [`submit`](Self::submit), ordered after the requests on the same key
+    /// submitted earlier through `pipeline` (local requests are ordered by
+    /// their vnode's mailbox already; replicated ones take several round
+    /// trips and would otherwise overtake each other).
+    pub fn submit_ordered(
+        &self,
+        pipeline: &mut Pipeline,
+        bucket: &Bytes,
+        key: Bytes,
+        op: KeyOp,
+    ) -> Submitted {
+        match self.submit(bucket, key.clone(), op) {
+            Submitted::Routed(fut) => {
+                let slot = (bucket.clone(), key);
+                let prev = pipeline.last.get(&slot).cloned();
+                let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+                let done = async move {
+                    let _ = done_rx.await;
+                }
+                .boxed()
+                .shared();
+                pipeline.last.insert(slot, done);
+                Submitted::routed(async move {
+                    if let Some(p) = prev {
+                        p.await;
+                    }
+                    let r = fut.await;
+                    let _ = done_tx.send(());
+                    r
+                })
+            }
+            other => other,
+        }
+    }
+
     /// Apply `op` to `key` and answer.
     pub async fn call(&self, bucket: &Bytes, key: Bytes, op: KeyOp) -> Reply {
-        match self.key_request(bucket, key, op).await {
+        self.call_with(bucket, key, op, Overrides::default()).await
+    }
+
+    /// [`call`](Self::call) with per-request quorum overrides.
+    pub async fn call_with(
+        &self,
+        bucket: &Bytes,
+        key: Bytes,
+        op: KeyOp,
+        overrides: Overrides,
+    ) -> Reply {
+        match self.key_request(bucket, key, op, overrides).await {
             Ok(KvResponse::Reply(r)) => r,
             Ok(other) => Reply::Error(unexpected(&other)),
             Err(e) => Reply::Error(e),
@@ -492,11 +539,73 @@ impl KvService {
         key: Bytes,
         op: KeyOp,
     ) -> Result<Option<Object>, KvError> {
+        self.object_with(bucket, key, op, Overrides::default())
+            .await
+    }
+
+    /// [`object`](Self::object) with per-request quorum overrides.
+    pub async fn object_with(
+        &self,
+        bucket: &Bytes,
+        key: Bytes,
+        op: KeyOp,
+        overrides: Overrides,
+    ) -> Result<Option<Object>, KvError> {
         debug_assert!(matches!(op, KeyOp::Fetch | KeyOp::Take));
-        match self.key_request(bucket, key, op).await? {
+        match self.key_request(bucket, key, op, overrides).await? {
             KvResponse::Object(o) => Ok(o),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// The key's replicated state, merged over the replicas read (None if
+    /// no replica has it). HTTP shows its siblings and causal context.
+    pub async fn doc_with(
+        &self,
+        bucket: &Bytes,
+        key: Bytes,
+        overrides: Overrides,
+    ) -> Result<Option<crate::crdt::Doc>, KvError> {
+        match self
+            .key_request(bucket, key, KeyOp::FetchDoc, overrides)
+            .await?
+        {
+            KvResponse::Doc(None) => Ok(None),
+            KvResponse::Doc(Some(b)) => crate::crdt::Doc::decode(&b).map(Some),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Write a plain value (`value` Some) or delete, with the causal context
+    /// a client read: only what the context covers is replaced, so writers
+    /// working from stale reads leave siblings instead of losing a value.
+    /// With a context, the replicas are read first, so everything the client
+    /// saw is known to the replica that applies the write.
+    pub async fn write_with_context(
+        &self,
+        bucket: &Bytes,
+        key: Bytes,
+        value: Option<(Bytes, Option<Bytes>)>,
+        ctx: Option<Bytes>,
+        overrides: Overrides,
+    ) -> Reply {
+        let prior = match &ctx {
+            Some(_) => match self.doc_with(bucket, key.clone(), overrides).await {
+                Ok(d) => d.map(|d| d.encode()),
+                Err(e) => return Reply::Error(e),
+            },
+            None => None,
+        };
+        let op = match value {
+            Some((value, content_type)) => KeyOp::PutCtx {
+                value,
+                content_type,
+                ctx,
+                prior,
+            },
+            None => KeyOp::DelCtx { ctx, prior },
+        };
+        self.call_with(bucket, key, op, overrides).await
     }
 
     /// One page of keys from `cursor` (0 starts). Examines about `count`
@@ -588,16 +697,25 @@ impl KvService {
         }
     }
 
-    /// Remove every key of `bucket`, or of every bucket.
+    /// Remove every key of `bucket`, or of every bucket, on every replica
+    /// (outright: a flush leaves no tombstones). A replica that cannot be
+    /// reached keeps its copy; the error says which.
     pub async fn flush(&self, bucket: Option<Bytes>) -> Result<(), KvError> {
-        let calls = self.partitions().map(|p| {
-            self.request(
-                p,
-                KvRequest::Flush {
+        let ring = self.router.0.cluster.get().and_then(|c| c.ring());
+        let mut calls = Vec::new();
+        for p in self.partitions() {
+            let nodes = match &ring {
+                Some(r) => r.replicas(p),
+                None => vec![self.router.0.me.clone()],
+            };
+            for node in nodes {
+                let req = KvRequest::Flush {
                     bucket: bucket.clone(),
-                },
-            )
-        });
+                };
+                let router = self.router.clone();
+                calls.push(async move { router.call_node_err(&node, p, req).await });
+            }
+        }
         for r in join_all(calls).await {
             r?;
         }
@@ -647,67 +765,6 @@ impl KvService {
     }
 }
 
-/// A submitted key operation's reply, to await.
-pub enum Submitted {
-    /// In a local vnode's mailbox; the request is kept to re-route it if
-    /// the partition turns out to have moved.
-    Sent(
-        ReplyFuture<KvResponse>,
-        Option<(Router, PartitionId, KvRequest)>,
-    ),
-    /// Going to (or retrying at) another node.
-    Routed(Pin<Box<dyn Future<Output = Result<KvResponse, KvError>> + Send>>),
-    Failed(Option<KvError>),
-}
-
-impl Submitted {
-    fn routed(f: impl Future<Output = Result<KvResponse, KvError>> + Send + 'static) -> Self {
-        Self::Routed(Box::pin(f))
-    }
-}
-
-fn to_reply(r: Result<KvResponse, KvError>) -> Reply {
-    match r {
-        Ok(KvResponse::Reply(reply)) => reply,
-        Ok(KvResponse::Failed(e)) | Err(e) => Reply::Error(e),
-        Ok(other) => Reply::Error(unexpected(&other)),
-    }
-}
-
-impl Future for Submitted {
-    type Output = Reply;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
-        let this = self.get_mut();
-        match this {
-            Submitted::Failed(e) => Poll::Ready(Reply::Error(
-                e.take()
-                    .unwrap_or(KvError::Storage("reply polled twice".into())),
-            )),
-            Submitted::Sent(f, retry) => {
-                let r = match Pin::new(f).poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(r) => r,
-                };
-                let hint = match &r {
-                    Ok(KvResponse::Failed(KvError::NotOwner(n))) => Some(NodeId::new(n.clone())),
-                    Ok(KvResponse::Failed(KvError::TryAgain(_))) => None,
-                    _ => return Poll::Ready(to_reply(r.map_err(KvError::from))),
-                };
-                match retry.take() {
-                    Some((router, partition, req)) => {
-                        let mut routed = Box::pin(router.route(partition, req, hint));
-                        let polled = routed.as_mut().poll(cx);
-                        *this = Submitted::Routed(routed);
-                        polled.map(to_reply)
-                    }
-                    None => Poll::Ready(to_reply(r.map_err(KvError::from))),
-                }
-            }
-            Submitted::Routed(f) => f.as_mut().poll(cx).map(to_reply),
-        }
-    }
-}
-
-fn unexpected(resp: &KvResponse) -> KvError {
+pub(crate) fn unexpected(resp: &KvResponse) -> KvError {
     KvError::Storage(format!("vnode gave an unexpected answer: {resp:?}"))
 }

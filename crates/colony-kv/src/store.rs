@@ -51,6 +51,7 @@ pub struct Store {
     data: Keyspace,
     expiry: Keyspace,
     counts: Keyspace,
+    hints: Keyspace,
     fsync: FsyncPolicy,
     stop: Arc<AtomicBool>,
 }
@@ -71,6 +72,7 @@ impl Store {
         let expiry = db.keyspace("expiry", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let counts = db.keyspace("counts", KeyspaceCreateOptions::default)?;
+        let hints = db.keyspace("hints", KeyspaceCreateOptions::default)?;
         let marker = config.path.join(MARKER);
         match meta.get(FORMAT_KEY)? {
             Some(v) if &*v == FORMAT => {}
@@ -103,6 +105,7 @@ impl Store {
             data,
             expiry,
             counts,
+            hints,
             fsync: config.fsync,
             stop,
         }))
@@ -118,6 +121,12 @@ impl Store {
 
     pub fn expiry(&self) -> &Keyspace {
         &self.expiry
+    }
+
+    /// Hints: keys this node took for an unreachable replica, by
+    /// [`hint_key`]; values are empty (the state is in `data`).
+    pub fn hints(&self) -> &Keyspace {
+        &self.hints
     }
 
     pub fn counts(&self) -> &Keyspace {
@@ -210,6 +219,37 @@ fn check_data_dir(dir: &Path) -> Result<PathBuf, KvError> {
 }
 
 /// `[partition][bucket len][bucket]`: the prefix of a bucket in a partition.
+/// The hint index key: `[partition][node name length][node name][data key
+/// after the partition]`, so a partition's hints share a prefix and so do
+/// one node's hints within it.
+pub fn hint_key(node: &str, skey: &[u8]) -> Vec<u8> {
+    let name = &node.as_bytes()[..node.len().min(255)];
+    let mut k = Vec::with_capacity(skey.len() + name.len() + 1);
+    k.extend_from_slice(&skey[..2.min(skey.len())]);
+    k.push(name.len() as u8);
+    k.extend_from_slice(name);
+    k.extend_from_slice(skey.get(2..).unwrap_or_default());
+    k
+}
+
+/// (node name, data key) of a hint index key.
+pub fn split_hint_key(k: &[u8]) -> Option<(&[u8], Vec<u8>)> {
+    let len = usize::from(*k.get(2)?);
+    let name = k.get(3..3 + len)?;
+    let mut skey = k.get(..2)?.to_vec();
+    skey.extend_from_slice(k.get(3 + len..)?);
+    Some((name, skey))
+}
+
+/// The prefix of one node's hints within a partition.
+pub fn hint_prefix(partition: PartitionId, node: &str) -> Vec<u8> {
+    let name = &node.as_bytes()[..node.len().min(255)];
+    let mut k = partition.to_be_bytes().to_vec();
+    k.push(name.len() as u8);
+    k.extend_from_slice(name);
+    k
+}
+
 pub fn bucket_prefix(partition: PartitionId, bucket: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + bucket.len() + 8);
     k.extend_from_slice(&partition.to_be_bytes());

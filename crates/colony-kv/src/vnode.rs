@@ -1,9 +1,9 @@
 //! The KV vnode: the state of one partition, applying operations atomically.
 
 use crate::apply::{self, Applied, Ctx, Out, Write};
-use crate::cache::ObjectCache;
 pub use crate::counts::BucketCount;
 use crate::counts::Counts;
+use crate::crdt::{Actor, Change, Doc, Hlc, OpHint};
 use crate::store::{self, FsyncPolicy, Store};
 use crate::{glob, Clock, KeyOp, KvError, Object, Reply, ValueKind};
 use bytes::Bytes;
@@ -11,16 +11,13 @@ use colony_core::cluster::HandoffItem;
 use colony_core::vnode::Vnode;
 use colony_core::{NodeId, PartitionId};
 use rand::rngs::SmallRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Decoded objects a vnode keeps in memory (see `cache`), and the largest
-/// object it will keep: 64 vnodes hold at most 64 MiB of cached values.
-const CACHE_ENTRIES: usize = 256;
-const CACHE_OBJECT_BYTES: usize = 4096;
+mod handoff;
+mod replica;
 
 /// Most expired keys removed by one tick of active expiry.
 const EXPIRE_PER_TICK: usize = 2000;
@@ -52,6 +49,49 @@ pub enum KvRequest {
     },
     /// Keys and stored bytes of the whole partition.
     Size,
+    /// Apply `op` as the leader replica and return the key's new state; keep
+    /// a hint for each of `hints` (replicas this node stands in for).
+    Lead {
+        bucket: Bytes,
+        key: Bytes,
+        hash: u64,
+        op: KeyOp,
+        hints: Vec<NodeId>,
+    },
+    /// The key's stored state, as is (a read by a coordinator).
+    Fetch {
+        bucket: Bytes,
+        key: Bytes,
+        hash: u64,
+    },
+    /// Merge `doc` into the key's state (replication, read repair, hint
+    /// hand-back); keep a hint for each of `hints`.
+    Merge {
+        bucket: Bytes,
+        key: Bytes,
+        hash: u64,
+        doc: Bytes,
+        hints: Vec<NodeId>,
+    },
+    /// Remove the key if it is still exactly the tombstone `doc` and no
+    /// hint for it is kept here (every replica acknowledged the delete).
+    Reap {
+        bucket: Bytes,
+        key: Bytes,
+        hash: u64,
+        doc: Bytes,
+    },
+    /// Up to `max` hints kept here for `node`: (data key, state).
+    Hints {
+        node: NodeId,
+        max: usize,
+    },
+    /// Forget delivered hints for `node`, unless the key changed since
+    /// (`items` carry the state that was delivered).
+    HintsDelivered {
+        node: NodeId,
+        items: Vec<HandoffItem>,
+    },
     /// Handoff, sending side: record written keys from now on.
     HandoffBegin,
     /// Stored entries after `after`, about `max_bytes` of them.
@@ -73,6 +113,8 @@ pub enum KvRequest {
     HandoffMoved {
         to: NodeId,
     },
+    /// This node replicates the partition (again): serve it.
+    HandoffServe,
     /// Receiving side: drop everything and any handoff state.
     HandoffReset,
     HandoffImport {
@@ -86,6 +128,10 @@ impl KvRequest {
         matches!(
             self,
             Self::Key { .. }
+                | Self::Lead { .. }
+                | Self::Fetch { .. }
+                | Self::Merge { .. }
+                | Self::Reap { .. }
                 | Self::Scan { .. }
                 | Self::Count
                 | Self::Flush { .. }
@@ -114,6 +160,21 @@ pub enum KvResponse {
         items: Vec<HandoffItem>,
         next: Option<Bytes>,
     },
+    /// A leader's answer: the reply, and the key's new state if it changed.
+    Led {
+        out: Box<KvResponse>,
+        doc: Option<Bytes>,
+        /// The write is fsynced before this answer (fsync policy `always`).
+        durable: bool,
+    },
+    /// A key's stored state (None: never written, or dropped).
+    Doc(Option<Bytes>),
+    /// A merge's result: the merged state if it differs from what was
+    /// sent (the replica knew more), so the coordinator can learn it.
+    Merged {
+        changed: Option<Bytes>,
+        durable: bool,
+    },
     Failed(KvError),
 }
 
@@ -135,7 +196,12 @@ pub struct KvVnode {
     pending: HashMap<Vec<u8>, Option<Bytes>>,
     /// Expiry index entries to add (true) or remove (false) with the batch.
     pending_expiry: Vec<(Vec<u8>, bool)>,
-    cache: ObjectCache,
+    /// Hint index entries to add (true) or remove (false) with the batch.
+    pending_hints: Vec<(Vec<u8>, bool)>,
+    /// Who this vnode is in causal contexts: fresh at every start and after
+    /// the partition's data is dropped, so no dot is ever issued twice.
+    actor: Actor,
+    hlc: Hlc,
     /// While handing the partition off: storage keys written since the
     /// transfer began (or since they were last sent).
     dirty: Option<HashSet<Vec<u8>>>,
@@ -150,21 +216,40 @@ impl KvVnode {
     /// header, so a corrupt store fails here, at start-up).
     pub fn open(
         partition: PartitionId,
+        node: &NodeId,
         store: Arc<Store>,
         clock: Arc<dyn Clock>,
         limits: Limits,
     ) -> Result<Self, KvError> {
+        let seed = rand::rng().random::<u64>();
+        Self::open_seeded(partition, node, store, clock, limits, seed)
+    }
+
+    /// [`open`](Self::open) with the randomness (the actor, random
+    /// choices of commands) drawn from `seed`: a simulation replays.
+    pub fn open_seeded(
+        partition: PartitionId,
+        node: &NodeId,
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+        seed: u64,
+    ) -> Result<Self, KvError> {
         let counts = Counts::load(&store, partition)?;
-        let seed = u64::from(partition.0) ^ clock.now_ms();
+        let mut rng = SmallRng::seed_from_u64(seed ^ u64::from(partition.0) ^ clock.now_ms());
+        let actor = Actor(rng.random());
+        let hlc = Hlc::new(colony_core::key_hash(b"node", node.as_str().as_bytes()));
         Ok(Self {
+            actor,
+            hlc,
+            pending_hints: Vec::new(),
             partition,
             store,
             clock,
             limits,
-            rng: SmallRng::seed_from_u64(seed),
+            rng,
             counts,
             pending: HashMap::new(),
-            cache: ObjectCache::new(CACHE_ENTRIES, CACHE_OBJECT_BYTES),
             pending_expiry: Vec::new(),
             dirty: None,
             sealed: false,
@@ -188,7 +273,11 @@ impl KvVnode {
     /// Write this batch's changes to the store as one atomic batch; with
     /// `sync`, fsync it before returning.
     fn flush_pending(&mut self, sync: bool) -> Result<(), KvError> {
-        if self.pending.is_empty() && self.pending_expiry.is_empty() && !self.counts.is_dirty() {
+        if self.pending.is_empty()
+            && self.pending_expiry.is_empty()
+            && self.pending_hints.is_empty()
+            && !self.counts.is_dirty()
+        {
             return Ok(());
         }
         let mut batch = self.store.batch();
@@ -208,6 +297,13 @@ impl KvVnode {
                 batch.remove(self.store.expiry(), k);
             }
         }
+        for (k, add) in self.pending_hints.drain(..) {
+            if add {
+                batch.insert(self.store.hints(), k, []);
+            } else {
+                batch.remove(self.store.hints(), k);
+            }
+        }
         self.counts.write_dirty(&self.store, &mut batch);
         batch.commit()?;
         Ok(())
@@ -220,68 +316,126 @@ impl KvVnode {
         hash: u64,
         op: KeyOp,
     ) -> Result<KvResponse, KvError> {
-        let now = self.clock.now_ms();
-        let skey = store::data_key(self.partition, &bucket, hash, &key);
-        let stored = match self.cache.get(&skey) {
-            Some(o) => Some(o),
-            None => {
-                let o = self.with_stored(&skey, Object::decode)?;
-                if let Some(o) = &o {
-                    self.cache.put(&skey, o);
-                }
-                o
+        let (out, _) = self.lead(&bucket, &key, hash, op, &[], false)?;
+        Ok(out)
+    }
+
+    /// Apply `op` to the key's state: the plain view goes through `apply`,
+    /// and what it wrote becomes CRDT mutations under this vnode's actor.
+    /// Returns the answer and, with `want_doc`, the new state if it changed.
+    fn lead(
+        &mut self,
+        bucket: &Bytes,
+        key: &Bytes,
+        hash: u64,
+        op: KeyOp,
+        hints: &[NodeId],
+        want_doc: bool,
+    ) -> Result<(KvResponse, Option<Bytes>), KvError> {
+        match op {
+            KeyOp::FetchDoc => return Ok((self.fetch(bucket, key, hash)?, None)),
+            KeyOp::PutCtx { .. } | KeyOp::DelCtx { .. } => {
+                return self.lead_ctx(bucket, key, hash, op, hints, want_doc)
             }
-        };
-        let before = stored.as_ref().map(|o| o.expire_at);
-        let live = stored.filter(|o| !o.is_expired(now));
-        let expired = before.is_some() && live.is_none();
+            _ => {}
+        }
+        let now = self.clock.now_ms();
+        let skey = store::data_key(self.partition, bucket, hash, key);
+        let stored = self.with_stored(&skey, Doc::decode)?;
+        let before = stored.as_ref().and_then(Self::presence);
+        let view = stored.as_ref().and_then(Doc::view);
+        let expired = view.as_ref().is_some_and(|o| o.is_expired(now));
+        let live = view.filter(|o| !o.is_expired(now));
+        let hint = op_hint(&op);
         let mut ctx = Ctx {
             now_ms: now,
             rng: &mut self.rng,
         };
-        let Applied { write, out } = apply::apply(op, live, &mut ctx);
-        let after = match write {
-            Write::None if expired => {
-                self.cache.remove(&skey);
-                self.note_dirty(&skey);
-                self.pending.insert(skey, None);
-                None
-            }
-            Write::None => before,
-            Write::Delete => {
-                self.cache.remove(&skey);
-                self.note_dirty(&skey);
-                self.pending.insert(skey, None);
-                None
-            }
-            Write::Put(obj) => {
-                let size = obj.payload_size();
-                if size > self.limits.max_value_bytes {
-                    let err = KvError::ValueTooLarge {
-                        size,
-                        max: self.limits.max_value_bytes,
-                    };
-                    return Ok(KvResponse::Reply(Reply::Error(err)));
-                }
-                self.cache.put(&skey, &obj);
-                self.note_dirty(&skey);
-                self.pending.insert(skey, Some(obj.encode()));
-                if let Some(at) = obj.expire_at {
-                    if before != Some(Some(at)) {
-                        let ek = store::expiry_key(self.partition, at, &bucket, &key);
-                        self.pending_expiry.push((ek, true));
-                    }
-                }
-                Some(obj.expire_at)
-            }
-        };
-        if before != after {
-            self.account(&bucket, before, after);
-        }
-        Ok(match out {
+        let Applied { write, out } = apply::apply(op, live.clone(), &mut ctx);
+        let out = match out {
             Out::Reply(r) => KvResponse::Reply(r),
             Out::Object(o) => KvResponse::Object(o),
-        })
+        };
+        if matches!(write, Write::None) && !expired {
+            return Ok((out, None));
+        }
+        // The limit is on the value a client sees, not on its causal
+        // bookkeeping.
+        if let Write::Put(obj) = &write {
+            let size = obj.payload_size();
+            if size > self.limits.max_value_bytes {
+                let err = KvError::ValueTooLarge {
+                    size,
+                    max: self.limits.max_value_bytes,
+                };
+                return Ok((KvResponse::Reply(Reply::Error(err)), None));
+            }
+        }
+        let mut doc = stored.unwrap_or_default();
+        let stamp = self.hlc.now(now);
+        if expired {
+            // The key is gone: its old state must not show through what
+            // the write adds (a set's old members, say).
+            doc.delete(stamp);
+        }
+        let change = match &write {
+            Write::None | Write::Delete => Change::Delete,
+            Write::Put(o) => Change::Put(o),
+        };
+        if !(matches!(write, Write::None) && expired) {
+            doc.update(live.as_ref(), change, hint, self.actor, stamp);
+        }
+        if !want_doc && !doc.is_present() && self.dirty.is_none() {
+            // This vnode holds the key's only copy (a request on the
+            // single-replica path): no other replica can bring an older
+            // value back, so a delete needs no tombstone. (While the range
+            // is being handed off it keeps one: the receiver must learn of
+            // the delete by merging it.)
+            self.note_dirty(&skey);
+            self.pending.insert(skey, None);
+            if before.is_some() {
+                self.account(bucket, before, None);
+            }
+            return Ok((out, None));
+        }
+        let encoded = self.put_doc(bucket, key, skey, before, &doc, hints);
+        Ok((out, want_doc.then_some(encoded)))
+    }
+
+    /// Whether a stored state is a live key, and its expiry: what the
+    /// per-bucket counts track.
+    fn presence(doc: &Doc) -> Option<Option<u64>> {
+        doc.is_present().then(|| doc.expire_at())
+    }
+
+    /// Stage `doc` as the key's state (and hints for it) in this batch.
+    fn put_doc(
+        &mut self,
+        bucket: &Bytes,
+        key: &[u8],
+        skey: Vec<u8>,
+        before: Option<Option<u64>>,
+        doc: &Doc,
+        hints: &[NodeId],
+    ) -> Bytes {
+        let encoded = doc.encode();
+        let after = Self::presence(doc);
+        if let Some(Some(at)) = after {
+            if before != after {
+                let ek = store::expiry_key(self.partition, at, bucket, key);
+                self.pending_expiry.push((ek, true));
+            }
+        }
+        for h in hints {
+            self.pending_hints
+                .push((store::hint_key(h.as_str(), &skey), true));
+        }
+        self.note_dirty(&skey);
+        self.pending.insert(skey, Some(encoded.clone()));
+        if before != after {
+            self.account(bucket, before, after);
+        }
+        encoded
     }
 
     /// Keep the per-bucket key and expiry counts in step with a change.
@@ -320,10 +474,13 @@ impl KvVnode {
             }
             examined += 1;
             last_hash = Some(hash);
-            if Object::peek_expiry(&v)?.is_some_and(|at| at <= now) {
+            if Doc::peek_expiry(&v)?.is_some_and(|at| at <= now) {
                 continue;
             }
-            if kind.is_some_and(|want| Object::peek_kind(&v).ok() != Some(want)) {
+            let Some(stored_kind) = Doc::peek_kind(&v)? else {
+                continue; // a tombstone
+            };
+            if kind.is_some_and(|want| stored_kind != want) {
                 continue;
             }
             if pattern.is_some_and(|p| !glob::matches(p, key)) {
@@ -336,7 +493,9 @@ impl KvVnode {
 
     fn flush(&mut self, bucket: Option<&Bytes>) -> Result<KvResponse, KvError> {
         self.flush_pending(false)?;
-        self.cache.clear();
+        // Data removed outright (no tombstones): this vnode must never reuse
+        // the dots it issued for it.
+        self.actor = Actor(self.rng.random());
         let prefix = match bucket {
             Some(b) => store::bucket_prefix(self.partition, b),
             None => self.partition.to_be_bytes().to_vec(),
@@ -351,6 +510,9 @@ impl KvVnode {
         if bucket.is_none() {
             for item in self.store.expiry().prefix(self.partition.to_be_bytes()) {
                 self.pending_expiry.push((item.key()?.to_vec(), false));
+            }
+            for item in self.store.hints().prefix(self.partition.to_be_bytes()) {
+                self.pending_hints.push((item.key()?.to_vec(), false));
             }
         }
         self.counts.clear(bucket);
@@ -368,7 +530,7 @@ impl KvVnode {
             if !k.starts_with(&prefix) {
                 continue;
             }
-            if Object::peek_expiry(&v)?.is_some_and(|at| at <= now) {
+            if Doc::peek_expiry(&v)?.is_some_and(|at| at <= now) || Doc::peek_kind(&v)?.is_none() {
                 continue;
             }
             if let Some((_, _, key)) = store::split_data_key(&k) {
@@ -384,95 +546,9 @@ impl KvVnode {
         }
     }
 
-    /// Stored entries after `after`, about `max_bytes` of them.
-    fn handoff_read(&self, after: Option<Bytes>, max_bytes: usize) -> Result<KvResponse, KvError> {
-        let prefix = self.partition.to_be_bytes();
-        let lower = match &after {
-            Some(a) => Bound::Excluded(a.to_vec()),
-            None => Bound::Included(prefix.to_vec()),
-        };
-        let mut items = Vec::new();
-        let mut size = 0;
-        for item in self
-            .store
-            .data()
-            .range::<Vec<u8>, _>((lower, Bound::Unbounded))
-        {
-            let (k, v) = item.into_inner()?;
-            if !k.starts_with(&prefix) {
-                return Ok(KvResponse::Items { items, next: None });
-            }
-            if size >= max_bytes {
-                let next = items.last().map(|i: &HandoffItem| i.key.clone());
-                return Ok(KvResponse::Items { items, next });
-            }
-            size += k.len() + v.len();
-            items.push(HandoffItem {
-                key: Bytes::copy_from_slice(&k),
-                value: Some(Bytes::copy_from_slice(&v)),
-            });
-        }
-        Ok(KvResponse::Items { items, next: None })
-    }
-
-    fn handoff_dirty(&mut self, seal: bool) -> Result<KvResponse, KvError> {
-        let keys = self.dirty.as_mut().map(std::mem::take).unwrap_or_default();
-        let mut items = Vec::with_capacity(keys.len());
-        for k in keys {
-            let value = self.with_stored(&k, |v| Ok(Bytes::copy_from_slice(v)))?;
-            items.push(HandoffItem {
-                key: Bytes::from(k),
-                value,
-            });
-        }
-        if seal {
-            self.sealed = true;
-        }
-        Ok(KvResponse::Items { items, next: None })
-    }
-
-    /// Store entries handed over by the previous owner.
-    fn handoff_import(&mut self, items: Vec<HandoffItem>) -> Result<KvResponse, KvError> {
-        for item in items {
-            let Some((bucket, _, key)) = store::split_data_key(&item.key) else {
-                return Err(KvError::Corrupt(
-                    "handoff entry with a malformed key".into(),
-                ));
-            };
-            if item.key[..2] != self.partition.to_be_bytes() {
-                return Err(KvError::Corrupt(format!(
-                    "handoff entry for another partition than {}",
-                    self.partition
-                )));
-            }
-            let bucket = Bytes::copy_from_slice(bucket);
-            let key = key.to_vec();
-            let skey = item.key.to_vec();
-            let before = self.with_stored(&skey, Object::peek_expiry)?;
-            self.cache.remove(&skey);
-            let after = match item.value {
-                Some(v) => {
-                    let obj = Object::decode(&v)?;
-                    if let Some(at) = obj.expire_at {
-                        let ek = store::expiry_key(self.partition, at, &bucket, &key);
-                        self.pending_expiry.push((ek, true));
-                    }
-                    self.pending.insert(skey, Some(v));
-                    Some(obj.expire_at)
-                }
-                None => {
-                    self.pending.insert(skey, None);
-                    None
-                }
-            };
-            if before != after {
-                self.account(&bucket, before, after);
-            }
-        }
-        Ok(KvResponse::Reply(Reply::Ok))
-    }
-
-    /// Active expiry: remove keys whose time has come, from the index.
+    /// Active expiry: keys whose time has come become tombstones (the
+    /// TTL is replicated state, so every replica reaches the same verdict;
+    /// the tombstone keeps what it observed, so a later write survives).
     fn expire_due(&mut self) -> Result<(), KvError> {
         let now = self.clock.now_ms();
         let lo = store::expiry_key(self.partition, 0, b"", b"");
@@ -482,24 +558,39 @@ impl KvVnode {
             due.push(item.key()?);
         }
         for ek in due {
+            self.pending_expiry.push((ek.to_vec(), false));
             let Some((at, bucket, key)) = store::split_expiry_key(&ek) else {
-                self.pending_expiry.push((ek.to_vec(), false));
                 continue;
             };
             let hash = colony_core::key_hash(bucket, key);
             let skey = store::data_key(self.partition, bucket, hash, key);
             // The index is a hint: only the object's own expiry counts.
-            if self.with_stored(&skey, Object::peek_expiry)? == Some(Some(at)) {
-                self.cache.remove(&skey);
-                self.note_dirty(&skey);
-                self.pending.insert(skey, None);
-                let bucket = Bytes::copy_from_slice(bucket);
-                self.account(&bucket, Some(Some(at)), None);
-                metrics::counter!("colony_kv_expired_keys_total").increment(1);
+            let Some(mut doc) = self.with_stored(&skey, Doc::decode)? else {
+                continue;
+            };
+            if !doc.is_present() || doc.expire_at() != Some(at) {
+                continue;
             }
-            self.pending_expiry.push((ek.to_vec(), false));
+            let before = Self::presence(&doc);
+            doc.delete(self.hlc.now(now));
+            let bucket = Bytes::copy_from_slice(bucket);
+            let key = key.to_vec();
+            self.put_doc(&bucket, &key, skey, before, &doc, &[]);
+            metrics::counter!("colony_kv_expired_keys_total").increment(1);
         }
         self.flush_pending(false)
+    }
+}
+
+/// How an operation changes a counter, if it is an increment: those merge
+/// by summing per-replica deltas instead of last-writer-wins.
+fn op_hint(op: &KeyOp) -> OpHint {
+    match op {
+        KeyOp::IncrBy(n) => OpHint::Incr(*n),
+        KeyOp::IncrByFloat(f) => OpHint::IncrFloat(*f),
+        KeyOp::HIncrBy(field, n) => OpHint::HIncr(field.clone(), *n),
+        KeyOp::HIncrByFloat(field, f) => OpHint::HIncrFloat(field.clone(), *f),
+        _ => OpHint::Other,
     }
 }
 
@@ -509,11 +600,21 @@ impl Vnode for KvVnode {
 
     fn handle(&mut self, request: KvRequest) -> KvResponse {
         if request.is_client() {
-            if let Some(to) = &self.moved {
+            // A range handed away refuses requests, except those of a
+            // fallback standing in for an unreachable replica (the write is
+            // kept as a hint, which pins the data here) and reads (merging
+            // an older state into a read is harmless).
+            let stand_in = match &request {
+                KvRequest::Lead { hints, .. } | KvRequest::Merge { hints, .. } => !hints.is_empty(),
+                KvRequest::Fetch { .. } => true,
+                _ => false,
+            };
+            if let (Some(to), false) = (&self.moved, stand_in) {
                 return KvResponse::Failed(KvError::NotOwner(to.to_string()));
             }
             let writes = match &request {
-                KvRequest::Key { op, .. } => !op.is_read_only(),
+                KvRequest::Key { op, .. } | KvRequest::Lead { op, .. } => !op.is_read_only(),
+                KvRequest::Merge { .. } | KvRequest::Reap { .. } => true,
                 KvRequest::Flush { .. } => true,
                 _ => false,
             };
@@ -524,7 +625,13 @@ impl Vnode for KvVnode {
                 )));
             }
         }
-        if !matches!(request, KvRequest::Key { .. }) {
+        if !matches!(
+            request,
+            KvRequest::Key { .. }
+                | KvRequest::Lead { .. }
+                | KvRequest::Fetch { .. }
+                | KvRequest::Merge { .. }
+        ) {
             // Partition-wide requests read the store itself.
             if let Err(e) = self.flush_pending(false) {
                 return KvResponse::Failed(e);
@@ -547,6 +654,35 @@ impl Vnode for KvVnode {
             KvRequest::Count => Ok(KvResponse::Counts(self.counts.snapshot())),
             KvRequest::Flush { bucket } => self.flush(bucket.as_ref()),
             KvRequest::RandomKey { bucket, from } => self.random_key(&bucket, from),
+            KvRequest::Lead {
+                bucket,
+                key,
+                hash,
+                op,
+                hints,
+            } => self
+                .lead(&bucket, &key, hash, op, &hints, true)
+                .map(|(out, doc)| KvResponse::Led {
+                    out: Box::new(out),
+                    doc,
+                    durable: self.store.fsync_policy() == FsyncPolicy::Always,
+                }),
+            KvRequest::Fetch { bucket, key, hash } => self.fetch(&bucket, &key, hash),
+            KvRequest::Merge {
+                bucket,
+                key,
+                hash,
+                doc,
+                hints,
+            } => self.merge_in(&bucket, &key, hash, &doc, &hints),
+            KvRequest::Reap {
+                bucket,
+                key,
+                hash,
+                doc,
+            } => self.reap(&bucket, &key, hash, &doc),
+            KvRequest::Hints { node, max } => self.hints_for(&node, max),
+            KvRequest::HintsDelivered { node, items } => self.hints_delivered(&node, items),
             KvRequest::Size => {
                 let mut keys = 0u64;
                 let mut bytes = 0u64;
@@ -592,6 +728,10 @@ impl Vnode for KvVnode {
                 self.moved = Some(to);
                 self.sealed = false;
                 self.dirty = None;
+                Ok(KvResponse::Reply(Reply::Ok))
+            }
+            KvRequest::HandoffServe => {
+                self.moved = None;
                 Ok(KvResponse::Reply(Reply::Ok))
             }
             KvRequest::HandoffReset => {

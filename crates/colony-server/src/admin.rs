@@ -25,6 +25,22 @@ pub enum AdminCommand {
     /// The cluster's membership, ring and handoffs
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// A bucket's replication properties (n_val, r, w, pr, pw, dw)
+    #[command(subcommand)]
+    Bucket(BucketCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BucketCommand {
+    /// The bucket's effective properties (its own, and defaults for the rest)
+    Get { bucket: String },
+    /// Change properties, e.g. `set photos n_val=3 w=quorum r=2`
+    Set {
+        bucket: String,
+        /// key=value pairs; values are numbers, one, quorum, all or default
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        props: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,7 +70,44 @@ pub enum ClusterCommand {
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let AdminCommand::Cluster(cmd) = &args.what;
+    match &args.what {
+        AdminCommand::Cluster(cmd) => run_cluster(&args, cmd).await,
+        AdminCommand::Bucket(cmd) => run_bucket(&args, cmd).await,
+    }
+}
+
+async fn run_bucket(args: &AdminArgs, cmd: &BucketCommand) -> anyhow::Result<()> {
+    let (method, bucket, body) = match cmd {
+        BucketCommand::Get { bucket } => ("GET", bucket, Vec::new()),
+        BucketCommand::Set { bucket, props } => {
+            let mut edits = serde_json::Map::new();
+            for kv in props {
+                let Some((k, v)) = kv.split_once('=') else {
+                    bail!("expected KEY=VALUE (like w=quorum), got {kv:?}");
+                };
+                edits.insert(k.trim().to_string(), Value::String(v.trim().to_string()));
+            }
+            ("PUT", bucket, serde_json::to_vec(&edits)?)
+        }
+    };
+    let path = format!("/api/v1/buckets/{}/props", encode(bucket));
+    let answer = request_with(&args.http, method, &path, &body).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    println!("bucket {bucket}");
+    for name in colony_kv::props::NAMES {
+        let v = match &answer[name] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        println!("  {name:<6} {v}");
+    }
+    Ok(())
+}
+
+async fn run_cluster(args: &AdminArgs, cmd: &ClusterCommand) -> anyhow::Result<()> {
     let (method, path, wait) = match cmd {
         ClusterCommand::Status => ("GET", "/api/v1/cluster/status".to_string(), false),
         ClusterCommand::Ring => ("GET", "/api/v1/cluster/ring".to_string(), false),
@@ -299,17 +352,30 @@ fn print_plan(p: &Value) {
     );
 }
 
-/// One HTTP/1.1 request; the answer's JSON body, or an error carrying the
-/// server's message.
+/// One HTTP/1.1 request without a body; see [`request_with`].
 pub async fn request(addr: &str, method: &str, path: &str) -> anyhow::Result<Value> {
+    request_with(addr, method, path, b"").await
+}
+
+/// One HTTP/1.1 request with a JSON `body`; the answer's JSON body, or an
+/// error carrying the server's message.
+pub async fn request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<Value> {
     let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
         .await
         .with_context(|| format!("connecting to {addr} timed out"))?
         .with_context(|| format!("cannot connect to {addr} (is a node's HTTP API there?)"))?;
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
     );
     stream.write_all(req.as_bytes()).await?;
+    stream.write_all(body).await?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut buf))
         .await

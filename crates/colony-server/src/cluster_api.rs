@@ -53,6 +53,7 @@ async fn ring(State(node): State<Arc<NodeState>>) -> Response {
                 "partition": i,
                 "owner": ring.owner(p),
                 "next": ring.next(p),
+                "replicas": ring.replicas(p),
             })
         })
         .collect();

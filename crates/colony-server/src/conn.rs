@@ -42,6 +42,7 @@ pub async fn serve(
         name: None,
         addr: peer.to_string(),
         created: Instant::now(),
+        pipeline: Default::default(),
     };
     if let Ok(mut clients) = node.clients.lock() {
         clients.insert(
@@ -176,6 +177,11 @@ async fn run_batch(
         }
     }
     drain(node, &mut queue, wbuf).await;
+    // Everything submitted is answered: no request left to order after.
+    sess.pipeline
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
     // One shared counter update per batch, not per command.
     node.stats
         .commands_total
@@ -183,11 +189,21 @@ async fn run_batch(
     result
 }
 
-/// Await every queued command in order and encode its reply.
+/// Run every queued command at once (requests on one key stay in order:
+/// see `Session::submit`) and encode the replies in order.
 async fn drain(node: &Arc<NodeState>, queue: &mut Vec<InFlight>, wbuf: &mut BytesMut) {
+    use futures::StreamExt;
+    let mut meta = Vec::with_capacity(queue.len());
+    let mut running = futures::stream::FuturesOrdered::new();
     for f in queue.drain(..) {
-        let result = f.fut.await;
-        finish(node, f.index, f.started, f.proto, result, wbuf);
+        meta.push((f.index, f.started, f.proto));
+        running.push_back(f.fut);
+    }
+    let mut meta = meta.into_iter();
+    while let Some(result) = running.next().await {
+        if let Some((index, started, proto)) = meta.next() {
+            finish(node, index, started, proto, result, wbuf);
+        }
     }
 }
 

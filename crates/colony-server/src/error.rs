@@ -34,6 +34,7 @@ pub fn resp_error(e: &KvError) -> String {
         KvError::Core(CoreError::VnodeCrashed { partition }) => {
             format!("TRYAGAIN partition {partition} restarted while handling the request")
         }
+        KvError::QuorumUnmet { .. } => format!("NOQUORUM {e}"),
         other if other.is_retryable() => format!("TRYAGAIN {other}"),
         other => format!("ERR {other}"),
     }
@@ -53,9 +54,13 @@ pub fn http_error(e: &KvError) -> (u16, &'static str) {
         KvError::StringTooLong | KvError::ValueTooLarge { .. } => (413, "value_too_large"),
         KvError::KeyTooLarge { .. } => (414, "key_too_large"),
         KvError::InvalidBucket(_) => (400, "invalid_bucket"),
+        KvError::InvalidProps(_) => (400, "invalid_props"),
         KvError::Core(CoreError::Overloaded { .. }) => (503, "overloaded"),
         KvError::Core(_) | KvError::Storage(_) | KvError::Unavailable(_) => (503, "unavailable"),
         KvError::TryAgain(_) | KvError::NotOwner(_) => (503, "try_again"),
+        KvError::QuorumUnmet { .. } => (503, "quorum_unmet"),
+        KvError::BadContext(_) => (400, "invalid_context"),
+        KvError::TooManySiblings { .. } => (409, "too_many_siblings"),
         KvError::Corrupt(_) => (500, "corrupt"),
     }
 }

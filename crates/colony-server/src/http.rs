@@ -1,6 +1,7 @@
 //! The HTTP/JSON API: objects under `/buckets/{bucket}/keys/{key}`, key
-//! listing, `/ping`, `/metrics` and `/api/v1/node`. Errors are JSON with a
-//! stable `code`.
+//! listing, `/ping`, `/metrics` and `/api/v1/node` (bucket properties are in
+//! `bucket_api`, the cluster in `cluster_api`). Errors are JSON with a stable
+//! `code`.
 
 use crate::error::http_error;
 use crate::state::NodeState;
@@ -12,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
+use colony_kv::props::{Overrides, Quorum};
 use colony_kv::{KeyOp, KvError, Object, Reply, Value};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
@@ -40,6 +42,7 @@ pub fn router(node: Arc<NodeState>, prometheus: PrometheusHandle) -> Router {
             get(get_object).put(put_object).delete(delete_object),
         )
         .merge(crate::cluster_api::routes().with_state(node.clone()))
+        .merge(crate::bucket_api::routes().with_state(node.clone()))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no_route", "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             let msg = "method not allowed on this endpoint".into();
@@ -53,7 +56,7 @@ pub fn router(node: Arc<NodeState>, prometheus: PrometheusHandle) -> Router {
         })
 }
 
-fn error(status: StatusCode, code: &str, message: String) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: String) -> Response {
     (
         status,
         Json(json!({ "error": { "code": code, "message": message } })),
@@ -61,7 +64,7 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
         .into_response()
 }
 
-fn kv_error(e: &KvError) -> Response {
+pub(crate) fn kv_error(e: &KvError) -> Response {
     let (status, code) = http_error(e);
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = error(status, code, e.to_string());
@@ -72,7 +75,7 @@ fn kv_error(e: &KvError) -> Response {
     resp
 }
 
-fn bucket_name(b: &str) -> Result<Bytes, KvError> {
+pub(crate) fn bucket_name(b: &str) -> Result<Bytes, KvError> {
     if b.is_empty() || b.len() > 255 {
         return Err(KvError::InvalidBucket(
             "a bucket name has 1 to 255 bytes".into(),
@@ -98,15 +101,120 @@ fn object_path(path: ObjectPath) -> Result<(Bytes, Bytes), Box<Response>> {
     Ok((bucket, Bytes::from(key)))
 }
 
-async fn get_object(State(app): State<App>, path: ObjectPath) -> Response {
+/// Per-request quorum overrides from the query string: `r`, `w`, `pr`,
+/// `pw`, `dw`, each a number, `one`, `quorum`, `all` or `default`.
+type QuorumQuery = Result<Query<std::collections::BTreeMap<String, String>>, QueryRejection>;
+
+fn overrides(query: QuorumQuery) -> Result<Overrides, Box<Response>> {
+    let bad = |msg: String| Box::new(error(StatusCode::BAD_REQUEST, "invalid_query", msg));
+    let Query(q) = query.map_err(|r| bad(r.body_text()))?;
+    let mut o = Overrides::default();
+    for (k, v) in q {
+        let parsed = v
+            .parse::<Quorum>()
+            .map_err(|e| bad(format!("{k}={v}: {e}")))?;
+        match k.as_str() {
+            "r" => o.r = Some(parsed),
+            "w" => o.w = Some(parsed),
+            "pr" => o.pr = Some(parsed),
+            "pw" => o.pw = Some(parsed),
+            "dw" => o.dw = Some(parsed),
+            other => {
+                return Err(bad(format!(
+                    "unknown query parameter {other:?} (known: r, w, pr, pw, dw)"
+                )))
+            }
+        }
+    }
+    Ok(o)
+}
+
+async fn get_object(State(app): State<App>, path: ObjectPath, query: QuorumQuery) -> Response {
     let (bucket, key) = match object_path(path) {
         Ok(p) => p,
         Err(resp) => return *resp,
     };
-    match app.node.kv.object(&bucket, key, KeyOp::Fetch).await {
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such key".into()),
-        Ok(Some(obj)) => object_response(obj),
-        Err(e) => kv_error(&e),
+    let o = match overrides(query) {
+        Ok(o) => o,
+        Err(resp) => return *resp,
+    };
+    let doc = match app.node.kv.doc_with(&bucket, key, o).await {
+        Ok(d) => d,
+        Err(e) => return kv_error(&e),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let Some((doc, view)) = doc
+        .and_then(|d| d.view().map(|v| (d, v)))
+        .filter(|(_, v)| !v.is_expired(now))
+    else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such key".into());
+    };
+    let context = HeaderValue::from_str(&hex(&doc.context_bytes())).ok();
+    let mut resp = if doc.siblings().len() > 1 {
+        siblings_response(&doc)
+    } else {
+        object_response(view)
+    };
+    if let Some(c) = context {
+        resp.headers_mut().insert(CONTEXT_HEADER, c);
+    }
+    resp
+}
+
+/// The header carrying a key's causal context: returned by GET, sent back
+/// with a PUT or DELETE so that it replaces only what the client saw.
+const CONTEXT_HEADER: &str = "x-colony-context";
+
+/// 300 Multiple Choices: the concurrent values of a key, as JSON.
+fn siblings_response(doc: &colony_kv::crdt::Doc) -> Response {
+    let siblings: Vec<serde_json::Value> = doc
+        .siblings()
+        .into_iter()
+        .map(|(value, ct)| {
+            json!({
+                "value": String::from_utf8_lossy(&value),
+                "value_hex": hex(&value),
+                "content_type": ct.map(|c| String::from_utf8_lossy(&c).into_owned()),
+            })
+        })
+        .collect();
+    let body = serde_json::to_vec(&json!({ "siblings": siblings })).unwrap_or_default();
+    let mut resp = (StatusCode::MULTIPLE_CHOICES, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &[u8]) -> Option<Bytes> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16);
+    s.chunks(2)
+        .map(|p| Some((digit(p[0])? * 16 + digit(p[1])?) as u8))
+        .collect::<Option<Vec<u8>>>()
+        .map(Bytes::from)
+}
+
+/// The causal context a request sent back, if any.
+fn request_context(headers: &HeaderMap) -> Result<Option<Bytes>, Box<Response>> {
+    match headers.get(CONTEXT_HEADER) {
+        None => Ok(None),
+        Some(v) => unhex(v.as_bytes()).map(Some).ok_or_else(|| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_context",
+                format!("{CONTEXT_HEADER} must be the hex string a GET returned"),
+            ))
+        }),
     }
 }
 
@@ -156,6 +264,7 @@ fn object_response(obj: Object) -> Response {
 async fn put_object(
     State(app): State<App>,
     path: ObjectPath,
+    query: QuorumQuery,
     headers: HeaderMap,
     body: Result<Body, BytesRejection>,
 ) -> Response {
@@ -178,19 +287,70 @@ async fn put_object(
         expire_at: None,
         content_type,
     };
+    let o = match overrides(query) {
+        Ok(o) => o,
+        Err(resp) => return *resp,
+    };
+    match request_context(&headers) {
+        Err(resp) => return *resp,
+        Ok(Some(ctx)) => {
+            let Value::Str(value) = object.value else {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "not a string".into(),
+                );
+            };
+            let value = Some((value, object.content_type));
+            return match app
+                .node
+                .kv
+                .write_with_context(&bucket, key, value, Some(ctx), o)
+                .await
+            {
+                Reply::Error(e) => kv_error(&e),
+                _ => StatusCode::NO_CONTENT.into_response(),
+            };
+        }
+        Ok(None) => {}
+    }
     let op = KeyOp::Put { object, nx: false };
-    match app.node.kv.call(&bucket, key, op).await {
+    match app.node.kv.call_with(&bucket, key, op, o).await {
         Reply::Error(e) => kv_error(&e),
         _ => StatusCode::NO_CONTENT.into_response(),
     }
 }
 
-async fn delete_object(State(app): State<App>, path: ObjectPath) -> Response {
+async fn delete_object(
+    State(app): State<App>,
+    path: ObjectPath,
+    query: QuorumQuery,
+    headers: HeaderMap,
+) -> Response {
     let (bucket, key) = match object_path(path) {
         Ok(p) => p,
         Err(resp) => return *resp,
     };
-    match app.node.kv.call(&bucket, key, KeyOp::Del).await {
+    let o = match overrides(query) {
+        Ok(o) => o,
+        Err(resp) => return *resp,
+    };
+    match request_context(&headers) {
+        Err(resp) => return *resp,
+        Ok(Some(ctx)) => {
+            return match app
+                .node
+                .kv
+                .write_with_context(&bucket, key, None, Some(ctx), o)
+                .await
+            {
+                Reply::Error(e) => kv_error(&e),
+                _ => StatusCode::NO_CONTENT.into_response(),
+            };
+        }
+        Ok(None) => {}
+    }
+    match app.node.kv.call_with(&bucket, key, KeyOp::Del, o).await {
         Reply::Error(e) => kv_error(&e),
         Reply::Int(1) => StatusCode::NO_CONTENT.into_response(),
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such key".into()),
@@ -340,6 +500,7 @@ async fn metrics(State(app): State<App>) -> Response {
     metrics::gauge!("colony_storage_cache_bytes").set(cache as f64);
     metrics::gauge!("colony_process_resident_memory_bytes").set(crate::info::rss_bytes() as f64);
     metrics::gauge!("colony_vnode_queued_requests").set(node.kv.queued_requests() as f64);
+    metrics::gauge!("colony_kv_hints_pending").set(node.kv.hints_pending() as f64);
     let mut resp = app.prometheus.render().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

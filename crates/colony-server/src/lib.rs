@@ -6,6 +6,7 @@
 //! colony-kv's coordinator to the vnode that owns the key.
 
 pub mod admin;
+pub mod bucket_api;
 pub mod cluster_api;
 pub mod cmd;
 pub mod config;

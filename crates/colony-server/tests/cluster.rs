@@ -131,7 +131,7 @@ async fn write_mixed(c: &mut MultiplexedConnection, n: usize) {
 }
 
 /// Read every key written by [`write_mixed`] and check its value.
-async fn check_mixed(c: &mut MultiplexedConnection, n: usize) {
+async fn check_mixed(c: &mut MultiplexedConnection, n: usize, phase: &str) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
         let mut pipe = redis::pipe();
         for &i in chunk {
@@ -150,7 +150,7 @@ async fn check_mixed(c: &mut MultiplexedConnection, n: usize) {
                 (2, redis::Value::Int(1)) => true,
                 _ => false,
             };
-            assert!(ok, "key {i} (kind {}) read back {v:?}", i % 4);
+            assert!(ok, "{phase}: key {i} (kind {}) read back {v:?}", i % 4);
         }
     }
 }
@@ -212,7 +212,7 @@ async fn a_cluster_grows_and_shrinks_without_losing_a_key() {
 
     const KEYS: usize = 20_000;
     write_mixed(&mut conn(n1.resp_addr()).await, KEYS).await;
-    check_mixed(&mut conn(n3.resp_addr()).await, KEYS).await;
+    check_mixed(&mut conn(n3.resp_addr()).await, KEYS, "before growing").await;
     let dbsize: u64 = redis::cmd("DBSIZE")
         .query_async(&mut conn(n2.resp_addr()).await)
         .await
@@ -234,7 +234,12 @@ async fn a_cluster_grows_and_shrinks_without_losing_a_key() {
     let ops = client.await.unwrap();
     assert!(ops > 0);
     assert_balanced(&st);
-    check_mixed(&mut conn(n5.resp_addr()).await, KEYS).await;
+    check_mixed(
+        &mut conn(n5.resp_addr()).await,
+        KEYS,
+        "after growing to five",
+    )
+    .await;
     let snapshot = written.lock().unwrap().clone();
     check_written(&mut conn(n4.resp_addr()).await, &snapshot).await;
 
@@ -258,7 +263,7 @@ async fn a_cluster_grows_and_shrinks_without_losing_a_key() {
         .map(|m| m["node"].as_str().unwrap())
         .collect();
     assert_eq!(left, ["n4", "n5"]);
-    check_mixed(&mut conn(n2.resp_addr()).await, KEYS).await;
+    check_mixed(&mut conn(n2.resp_addr()).await, KEYS, "after two left").await;
     let snapshot = written.lock().unwrap().clone();
     check_written(&mut conn(n1.resp_addr()).await, &snapshot).await;
     let mut n4 = n4;
@@ -401,5 +406,68 @@ async fn a_node_without_the_secret_is_refused_and_a_restarted_member_comes_back(
     n2.restart().await.unwrap();
     let st = settled(&n1, &["a1", "a2"]).await;
     assert_balanced(&st);
-    check_mixed(&mut conn(n2.resp_addr()).await, 2000).await;
+    check_mixed(&mut conn(n2.resp_addr()).await, 2000, "after a restart").await;
+}
+
+/// `colony admin` against the node whose HTTP API is `node`'s.
+fn admin(node: &Node, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_colony"))
+        .arg("admin")
+        .arg("--http")
+        .arg(node.http_addr().to_string())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_props_set_on_one_node_are_seen_on_another() {
+    let n1 = start("p1", None, SECRET).await;
+    let n2 = start("p2", Some(&n1), SECRET).await;
+    let joined = eventually(SETTLE, async || status(&n2).await["joined"] == true).await;
+    assert!(joined, "p2 did not join: {}", n2.log());
+
+    let out = admin(
+        &n1,
+        &["bucket", "set", "photos", "n_val=2", "w=1", "dw=one"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("w      1") && text.contains("n_val  2"),
+        "{text}"
+    );
+
+    let path = "/api/v1/buckets/photos/props";
+    let mut last = Value::Null;
+    let seen = eventually(Duration::from_secs(30), async || {
+        let r = http_request(n2.http_addr(), "GET", path, b"", &[])
+            .await
+            .unwrap();
+        last = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        last["w"] == 1
+    })
+    .await;
+    assert!(seen, "p2 never saw the change: {last:#}");
+    assert_eq!(
+        last,
+        serde_json::json!({"n_val": 2, "r": "quorum", "w": 1, "pr": 0, "pw": 0, "dw": "one"})
+    );
+    let out = admin(&n2, &["--json", "bucket", "get", "photos"]);
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got, last);
+
+    // A refused change says why, and changes nothing.
+    let out = admin(&n2, &["bucket", "set", "photos", "n_val=4"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exceeds the cluster's n_val of 3"), "{err}");
+    let out = admin(&n2, &["bucket", "set", "photos", "w"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected KEY=VALUE"));
+    let out = admin(&n1, &["--json", "bucket", "get", "photos"]);
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), last);
 }

@@ -342,3 +342,142 @@ async fn node_endpoint_describes_the_node_its_ring_and_its_keys() {
     assert_eq!(partitions, (0..64).collect(), "{body}");
     assert_eq!(body["keys"], 3, "{body}");
 }
+
+#[tokio::test]
+async fn bucket_props_set_by_put_are_read_back_with_the_defaults_and_survive_a_restart() {
+    let Some(mut node) = start(&["--n-val", "3"]).await else {
+        return;
+    };
+    let path = "/api/v1/buckets/photos/props";
+    let defaults = call(&node, "GET", path, b"").await;
+    assert_eq!(defaults.status, 200, "{:?}", defaults.text());
+    let want =
+        serde_json::json!({"n_val": 3, "r": "quorum", "w": "quorum", "pr": 0, "pw": 0, "dw": 0});
+    assert_eq!(json(&defaults), want);
+
+    let put = call(&node, "PUT", path, br#"{"n_val":2,"w":"all","r":1}"#).await;
+    assert_eq!(put.status, 200, "{:?}", put.text());
+    let want = serde_json::json!({"n_val": 2, "r": 1, "w": "all", "pr": 0, "pw": 0, "dw": 0});
+    assert_eq!(json(&put), want);
+    assert_eq!(json(&call(&node, "GET", path, b"").await), want);
+    // Only the bucket named changed.
+    let other = call(&node, "GET", "/api/v1/buckets/default/props", b"").await;
+    assert_eq!(json(&other)["w"], "quorum");
+    // `default` (or null) gives a property back to the defaults.
+    let put = call(&node, "PUT", path, br#"{"n_val":"default","w":null}"#).await;
+    assert_eq!(json(&put)["n_val"], 3);
+    assert_eq!(json(&put)["w"], "quorum");
+    assert_eq!(json(&put)["r"], 1);
+
+    node.restart().await.unwrap();
+    assert_eq!(json(&call(&node, "GET", path, b"").await)["r"], 1);
+}
+
+#[tokio::test]
+async fn bad_bucket_props_answer_400_saying_what_is_wrong() {
+    let Some(node) = start(&["--n-val", "3"]).await else {
+        return;
+    };
+    let path = "/api/v1/buckets/b/props";
+    for (body, says) in [
+        (
+            &br#"{"n_val":5}"#[..],
+            "exceeds the cluster's n_val of 3 (its --n-val",
+        ),
+        (br#"{"n_val":2,"w":3}"#, "w=3 exceeds n_val=2"),
+        (
+            br#"{"w":"most"}"#,
+            "w=\"most\" is not one, quorum, all, default",
+        ),
+        (br#"{"colour":"red"}"#, "unknown property \"colour\""),
+        (br#"{"r":0}"#, "at least one replica"),
+        (b"{}", "no properties given"),
+        (b"n_val=3", "expected a JSON object"),
+    ] {
+        let resp = call(&node, "PUT", path, body).await;
+        assert_json_error(&resp, 400, "invalid_props");
+        let msg = json(&resp)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            msg.contains(says),
+            "{}: {msg}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    // Nothing refused was kept.
+    let got = json(&call(&node, "GET", path, b"").await);
+    assert_eq!(
+        (got["n_val"].as_u64(), got["w"].as_str()),
+        (Some(3), Some("quorum"))
+    );
+}
+
+#[tokio::test]
+async fn puts_from_a_stale_context_become_siblings_and_the_merged_context_resolves_them() {
+    let Some(node) = start(&[]).await else { return };
+    put(&node, "docs", "k", b"v0").await;
+    let first = call(&node, "GET", "/buckets/docs/keys/k", b"").await;
+    assert_eq!(first.status, 200);
+    let ctx0 = first.header("x-colony-context").unwrap().to_string();
+    // Two writers both start from v0.
+    for v in ["from-a", "from-b"] {
+        let r = http_with(
+            &node,
+            "PUT",
+            "/buckets/docs/keys/k",
+            v.as_bytes(),
+            &[("x-colony-context", &ctx0)],
+        )
+        .await;
+        assert_eq!(r.status, 204, "{:?}", r.text());
+    }
+    let both = call(&node, "GET", "/buckets/docs/keys/k", b"").await;
+    assert_eq!(both.status, 300, "{:?}", both.text());
+    let body = json(&both);
+    let mut values: Vec<&str> = body["siblings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["value"].as_str().unwrap())
+        .collect();
+    values.sort();
+    assert_eq!(values, ["from-a", "from-b"]);
+    // A write carrying the merged context resolves them.
+    let ctx1 = both.header("x-colony-context").unwrap().to_string();
+    let r = http_with(
+        &node,
+        "PUT",
+        "/buckets/docs/keys/k",
+        b"merged",
+        &[("x-colony-context", &ctx1)],
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    let one = call(&node, "GET", "/buckets/docs/keys/k", b"").await;
+    assert_eq!(one.status, 200);
+    assert_eq!(one.body, b"merged".to_vec());
+    // A context that is not one we issued is refused, and nothing changes.
+    let bad = http_with(
+        &node,
+        "PUT",
+        "/buckets/docs/keys/k",
+        b"x",
+        &[("x-colony-context", "zz")],
+    )
+    .await;
+    assert_json_error(&bad, 400, "invalid_context");
+    let del = http_with(
+        &node,
+        "DELETE",
+        "/buckets/docs/keys/k",
+        b"",
+        &[("x-colony-context", &ctx0)],
+    )
+    .await;
+    assert_eq!(del.status, 204);
+    // The delete saw only v0, which is gone already: "merged" survives.
+    let still = call(&node, "GET", "/buckets/docs/keys/k", b"").await;
+    assert_eq!(still.body, b"merged".to_vec());
+}

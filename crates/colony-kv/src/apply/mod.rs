@@ -132,6 +132,9 @@ pub(crate) fn apply(op: KeyOp, cur: Option<Object>, ctx: &mut Ctx<'_>) -> Applie
         | SPop(_)
         | SRandMember(_)
         | SScan { .. }) => sets::apply(op, cur, ctx),
+        FetchDoc | PutCtx { .. } | DelCtx { .. } => Applied::err(KvError::Storage(
+            "an operation on the replicated object reached the plain-value path".into(),
+        )),
         op => hashes::apply(op, cur, ctx),
     }
 }

@@ -41,7 +41,7 @@ pub fn sum_each(call: &Call<'_>, keys: Vec<Bytes>, op: KeyOp) -> Outcome {
     let bucket = call.bucket();
     let futs: Vec<_> = keys
         .into_iter()
-        .map(|k| call.node.kv.submit(&bucket, k, op.clone()))
+        .map(|k| call.sess.submit(&call.node.kv, &bucket, k, op.clone()))
         .collect();
     Outcome::Pending(Box::pin(async move {
         let mut n = 0;

@@ -43,6 +43,22 @@ pub struct Session {
     pub name: Option<Bytes>,
     pub addr: String,
     pub created: Instant,
+    /// Keeps pipelined requests on one key in order (see `drain`).
+    pub pipeline: std::sync::Mutex<colony_kv::Pipeline>,
+}
+
+impl Session {
+    /// Submit a key op, ordered after earlier ones on the same key.
+    pub fn submit(
+        &self,
+        kv: &colony_kv::KvService,
+        bucket: &Bytes,
+        key: Bytes,
+        op: KeyOp,
+    ) -> colony_kv::Submitted {
+        let mut p = self.pipeline.lock().unwrap_or_else(|e| e.into_inner());
+        kv.submit_ordered(&mut p, bucket, key, op)
+    }
 }
 
 /// Everything a command handler needs.
@@ -59,7 +75,7 @@ impl Call<'_> {
 
     /// Send one key op now; the outcome yields its reply mapped by `f`.
     pub fn single(&self, key: Bytes, op: KeyOp, f: fn(Reply) -> Reply) -> Outcome {
-        let fut = self.node.kv.submit(&self.sess.bucket, key, op);
+        let fut = self.sess.submit(&self.node.kv, &self.sess.bucket, key, op);
         Outcome::Pending(Box::pin(async move { from_reply(fut.await).map(f) }))
     }
 

@@ -178,7 +178,10 @@ fn mget(call: &Call<'_>) -> Outcome {
     let bucket = call.bucket();
     let futs: Vec<_> = call.args[1..]
         .iter()
-        .map(|k| call.node.kv.submit(&bucket, k.clone(), KeyOp::Get))
+        .map(|k| {
+            call.sess
+                .submit(&call.node.kv, &bucket, k.clone(), KeyOp::Get)
+        })
         .collect();
     Outcome::Pending(Box::pin(async move {
         let mut out = Vec::with_capacity(futs.len());

@@ -1,0 +1,238 @@
+//! Request coordinators for replicated keys: who to ask (the preference
+//! list, with fallbacks for unreachable replicas), and when enough of them
+//! have answered (the quorum tally).
+//!
+//! A write is applied by one replica, the leader (this node when it holds
+//! the key, so a pipelined client's writes apply in order), which returns
+//! the key's new state; the coordinator then merges that state into the
+//! other replicas and answers once `w` of them (`pw` primaries, `dw` of them
+//! durably) hold it. A read asks every replica, merges the first `r`
+//! answers, answers from the merged state, and repairs the replicas that
+//! were behind. Replicas converge whatever the order: states are CRDTs.
+
+use colony_core::{NodeId, PartitionId, Ring};
+
+mod hint;
+mod read;
+mod transport;
+mod write;
+
+pub use hint::deliver as deliver_hints;
+pub use read::read;
+pub use transport::{
+    is_replica_request, new_repair_budget, refusal, CallFailed, ReplicaTransport,
+    REPAIRS_IN_FLIGHT, REPLICA_TIMEOUT,
+};
+pub use write::write;
+
+/// One key request, as a coordinator serves it.
+#[derive(Debug, Clone)]
+pub struct KeyReq {
+    pub partition: PartitionId,
+    pub bucket: bytes::Bytes,
+    pub key: bytes::Bytes,
+    pub hash: u64,
+    pub op: crate::KeyOp,
+    pub overrides: crate::props::Overrides,
+}
+
+/// One node a request for a key goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub node: NodeId,
+    /// One of the key's replicas (not a fallback).
+    pub primary: bool,
+    /// Unreachable replicas this node stands in for: it keeps a hint for
+    /// each and hands the key to them when they are back.
+    pub hints: Vec<NodeId>,
+}
+
+/// The nodes to send a request for `partition` to: its first `n` replicas
+/// that are live, and for each one that is not, a fallback (the next live
+/// node on the ring walk that is not already a target, or else a live
+/// replica, which then keeps the hint next to its own copy).
+pub fn targets(
+    ring: &Ring,
+    partition: PartitionId,
+    n: usize,
+    live: impl Fn(&NodeId) -> bool,
+) -> Vec<Target> {
+    let walk = ring.walk(partition);
+    let n = n.clamp(1, ring.replicas(partition).len().max(1));
+    let mut out: Vec<Target> = Vec::with_capacity(n);
+    let mut down = Vec::new();
+    for node in walk.iter().take(n) {
+        if live(node) {
+            out.push(Target {
+                node: (*node).clone(),
+                primary: true,
+                hints: Vec::new(),
+            });
+        } else {
+            down.push((*node).clone());
+        }
+    }
+    let mut spare = walk.iter().skip(n).filter(|w| live(w));
+    for missing in down {
+        match spare.next() {
+            Some(node) => out.push(Target {
+                node: (*node).clone(),
+                primary: false,
+                hints: vec![missing],
+            }),
+            None => {
+                // No node beyond the replicas: the live replica with the
+                // fewest hints keeps this one too, or with none live, a
+                // fallback (a hint dropped is a replica that never hears
+                // of the write).
+                let fewest = out.iter_mut().min_by_key(|t| (!t.primary, t.hints.len()));
+                if let Some(t) = fewest {
+                    t.hints.push(missing);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Live nodes past the targets on the ring walk: stand-ins a request turns
+/// to when targets fail before the failure detector has noticed.
+pub fn spares(
+    ring: &Ring,
+    partition: PartitionId,
+    targets: &[Target],
+    live: impl Fn(&NodeId) -> bool,
+) -> Vec<NodeId> {
+    ring.walk(partition)
+        .into_iter()
+        .filter(|n| live(n) && !targets.iter().any(|t| &t.node == *n))
+        .cloned()
+        .collect()
+}
+
+/// How many answers a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    /// Answers from distinct nodes.
+    pub total: usize,
+    /// Of which from primaries.
+    pub primary: usize,
+    /// Of which durably stored (writes only).
+    pub durable: usize,
+}
+
+impl Need {
+    /// What a read (or a write) needs under the resolved replica counts.
+    pub fn of(q: &crate::props::Resolved, read: bool) -> Self {
+        if read {
+            Self {
+                total: q.r,
+                primary: q.pr,
+                durable: 0,
+            }
+        } else {
+            Self {
+                total: q.w,
+                primary: q.pw,
+                durable: q.dw,
+            }
+        }
+    }
+}
+
+/// Counts answers against a [`Need`].
+#[derive(Debug, Clone)]
+pub struct Tally {
+    need: Need,
+    pending: usize,
+    pending_primary: usize,
+    ok: usize,
+    ok_primary: usize,
+    ok_durable: usize,
+    failures: Vec<String>,
+}
+
+/// Where a tally stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Waiting,
+    Met,
+    /// Can no longer be met: (answers so far, why the others failed).
+    Unmet,
+}
+
+impl Tally {
+    pub fn new(need: Need, targets: &[Target]) -> Self {
+        Self {
+            need,
+            pending: targets.len(),
+            pending_primary: targets.iter().filter(|t| t.primary).count(),
+            ok: 0,
+            ok_primary: 0,
+            ok_durable: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    /// Count a target added after the start (a stand-in).
+    pub fn add(&mut self, target: &Target) {
+        self.pending += 1;
+        if target.primary {
+            self.pending_primary += 1;
+        }
+    }
+
+    pub fn ok(&mut self, target: &Target, durable: bool) {
+        self.pending = self.pending.saturating_sub(1);
+        self.ok += 1;
+        if target.primary {
+            self.pending_primary = self.pending_primary.saturating_sub(1);
+            self.ok_primary += 1;
+        }
+        if durable {
+            self.ok_durable += 1;
+        }
+    }
+
+    pub fn failed(&mut self, target: &Target, why: String) {
+        self.pending = self.pending.saturating_sub(1);
+        if target.primary {
+            self.pending_primary = self.pending_primary.saturating_sub(1);
+        }
+        self.failures.push(format!("{}: {why}", target.node));
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        let n = self.need;
+        if self.ok >= n.total && self.ok_primary >= n.primary && self.ok_durable >= n.durable {
+            return Verdict::Met;
+        }
+        let may_total = self.ok + self.pending;
+        let may_primary = self.ok_primary + self.pending_primary;
+        let may_durable = self.ok_durable + self.pending;
+        if may_total < n.total || may_primary < n.primary || may_durable < n.durable {
+            Verdict::Unmet
+        } else {
+            Verdict::Waiting
+        }
+    }
+
+    /// The error for an unmet quorum, with the evidence.
+    pub fn unmet(&self, op: &'static str) -> crate::KvError {
+        crate::KvError::QuorumUnmet {
+            op: op.into(),
+            needed: self.need.total,
+            got: self.ok,
+            primaries: (self.ok_primary, self.need.primary),
+            durable: (self.ok_durable, self.need.durable),
+            failures: self.failures.clone(),
+        }
+    }
+
+    pub fn answered(&self) -> usize {
+        self.ok
+    }
+}
+
+#[cfg(test)]
+mod tests;

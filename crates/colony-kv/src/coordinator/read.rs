@@ -1,0 +1,186 @@
+//! A replicated read: ask every target, merge the first `r` answers,
+//! answer from the merged state; then repair the targets that were behind.
+
+use super::{CallFailed, KeyReq, Need, ReplicaTransport, Tally, Target, Verdict, REPLICA_TIMEOUT};
+use crate::apply::{self, Ctx, Out};
+use crate::crdt::Doc;
+use crate::vnode::{KvRequest as Req, KvResponse};
+use crate::{Clock, KeyOp, KvError, Reply};
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use tokio::sync::mpsc;
+
+type Answers = mpsc::Receiver<(usize, Result<KvResponse, CallFailed>)>;
+
+/// Read: ask every target, merge the first `need` answers, answer from
+/// the merged state; then repair the targets that were behind.
+pub async fn read<T: ReplicaTransport>(
+    net: &T,
+    kr: KeyReq,
+    targets: Vec<Target>,
+    need: Need,
+    clock: &dyn Clock,
+    spares: &[colony_core::NodeId],
+) -> Result<KvResponse, KvError> {
+    let mut tally = Tally::new(need, &targets);
+    let (tx, mut rx) = mpsc::channel(targets.len().max(1));
+    for (i, t) in targets.iter().enumerate() {
+        let req = Req::Fetch {
+            bucket: kr.bucket.clone(),
+            key: kr.key.clone(),
+            hash: kr.hash,
+        };
+        let (net, node, tx) = (net.clone(), t.node.clone(), tx.clone());
+        tokio::spawn(async move {
+            let r = net.call(&node, kr.partition, req).await;
+            let _ = tx.send((i, r)).await;
+        });
+    }
+    drop(tx);
+    let mut answers: Vec<(usize, Option<Bytes>)> = Vec::with_capacity(targets.len());
+    while tally.verdict() == Verdict::Waiting {
+        let Some((i, r)) = rx.recv().await else { break };
+        match r {
+            Ok(KvResponse::Doc(d)) => {
+                tally.ok(&targets[i], false);
+                answers.push((i, d));
+            }
+            Ok(other) => tally.failed(&targets[i], format!("unexpected {other:?}")),
+            Err(f) => tally.failed(&targets[i], f.err.to_string()),
+        }
+    }
+    // Targets failed that the failure detector still calls live: ask
+    // stand-ins (a read changes nothing, so any node may answer).
+    for spare in spares {
+        if tally.verdict() == Verdict::Met {
+            break;
+        }
+        let stand_in = Target {
+            node: spare.clone(),
+            primary: false,
+            hints: Vec::new(),
+        };
+        tally.add(&stand_in);
+        let req = Req::Fetch {
+            bucket: kr.bucket.clone(),
+            key: kr.key.clone(),
+            hash: kr.hash,
+        };
+        match net.call(spare, kr.partition, req).await {
+            Ok(KvResponse::Doc(d)) => {
+                tally.ok(&stand_in, false);
+                answers.push((usize::MAX, d));
+            }
+            Ok(other) => tally.failed(&stand_in, format!("unexpected {other:?}")),
+            Err(f) => tally.failed(&stand_in, f.err.to_string()),
+        }
+    }
+    if tally.verdict() != Verdict::Met {
+        metrics::counter!("colony_kv_quorum_failures_total", "op" => "read").increment(1);
+        return Err(tally.unmet("read"));
+    }
+    let merged = merge_answers(&answers)?;
+    let out = answer_from(&kr.op, merged.as_ref(), clock.now_ms());
+    let net = net.clone();
+    tokio::spawn(async move { repair(&net, kr, targets, answers, rx).await });
+    Ok(out)
+}
+
+/// Wait (briefly) for the remaining answers of a read, then send the
+/// merged state to every target that lacked part of it.
+async fn repair<T: ReplicaTransport>(
+    net: &T,
+    kr: KeyReq,
+    targets: Vec<Target>,
+    mut answers: Vec<(usize, Option<Bytes>)>,
+    mut rx: Answers,
+) {
+    while let Ok(Some((i, r))) = tokio::time::timeout(REPLICA_TIMEOUT, rx.recv()).await {
+        if let Ok(KvResponse::Doc(d)) = r {
+            answers.push((i, d));
+        }
+    }
+    let Ok(Some(merged)) = merge_answers(&answers) else {
+        return;
+    };
+    let encoded = merged.encode();
+    for (i, d) in answers {
+        // Fallbacks hold only what they stood in for: repair replicas.
+        // (Stand-ins asked after the targets have no index among them.)
+        let Some(target) = targets.get(i).filter(|t| t.primary) else {
+            continue;
+        };
+        if d.as_ref() == Some(&encoded) {
+            continue;
+        }
+        let Ok(permit) = net.repair_budget().clone().try_acquire_owned() else {
+            metrics::counter!("colony_kv_read_repairs_skipped_total").increment(1);
+            return;
+        };
+        metrics::counter!("colony_kv_read_repairs_total").increment(1);
+        let req = Req::Merge {
+            bucket: kr.bucket.clone(),
+            key: kr.key.clone(),
+            hash: kr.hash,
+            doc: encoded.clone(),
+            hints: Vec::new(),
+        };
+        let (net, node) = (net.clone(), target.node.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = net.call(&node, kr.partition, req).await;
+        });
+    }
+}
+
+/// The merge of every state answered (None: no replica has the key).
+fn merge_answers(answers: &[(usize, Option<Bytes>)]) -> Result<Option<Doc>, KvError> {
+    let mut merged: Option<Doc> = None;
+    for (_, d) in answers {
+        if let Some(bytes) = d {
+            let doc = Doc::decode(bytes)?;
+            match &mut merged {
+                Some(m) => m.merge(&doc),
+                None => merged = Some(doc),
+            }
+        }
+    }
+    Ok(merged)
+}
+
+/// Answer a read-only `op` from a merged state.
+fn answer_from(op: &KeyOp, doc: Option<&Doc>, now_ms: u64) -> KvResponse {
+    if let KeyOp::FetchDoc = op {
+        return KvResponse::Doc(doc.map(Doc::encode));
+    }
+    let live = doc.and_then(Doc::view).filter(|o| !o.is_expired(now_ms));
+    let mut rng = SmallRng::seed_from_u64(now_ms);
+    let mut ctx = Ctx {
+        now_ms,
+        rng: &mut rng,
+    };
+    match apply::apply(op.clone(), live, &mut ctx).out {
+        Out::Reply(r) => KvResponse::Reply(r),
+        Out::Object(o) => KvResponse::Object(o),
+    }
+}
+
+/// The reply of an increment computed from a merged state.
+pub(super) fn counter_reply(op: &KeyOp, doc: &Doc) -> Option<Reply> {
+    let view = doc.view()?;
+    let value = |field: Option<&Bytes>| -> Option<Bytes> {
+        match (&view.value, field) {
+            (crate::Value::Str(s), None) => Some(s.clone()),
+            (crate::Value::Hash(h), Some(f)) => h.get(f).cloned(),
+            _ => None,
+        }
+    };
+    match op {
+        KeyOp::IncrBy(_) => apply::parse_i64(&value(None)?).map(Reply::Int),
+        KeyOp::HIncrBy(f, _) => apply::parse_i64(&value(Some(f))?).map(Reply::Int),
+        KeyOp::IncrByFloat(_) => value(None).map(Reply::Bulk),
+        KeyOp::HIncrByFloat(f, _) => value(Some(f)).map(Reply::Bulk),
+        _ => None,
+    }
+}

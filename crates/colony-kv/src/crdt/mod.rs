@@ -1,0 +1,34 @@
+//! The replicated object model: every replica of a key stores a [`Doc`], a
+//! state-based CRDT, and replicas converge by [`Doc::merge`].
+//!
+//! Redis commands still run on the plain view ([`Doc::view`] gives an
+//! [`crate::Object`]); [`Doc::update`] turns the resulting plain write into
+//! CRDT mutations. Strings and hash fields are registers (last writer wins
+//! by [`Stamp`], with siblings for HTTP clients and a counter for
+//! INCR-style commands), sets are add-wins observed-remove sets, deletes
+//! remove only what they observed, and expiry is last-writer-wins
+//! metadata. See `docs/design/crdt.md`.
+//!
+//! This module knows nothing of vnodes, storage or the network: it takes
+//! the actor, the stamp and the plain write as parameters.
+
+mod codec;
+mod doc;
+mod hlc;
+mod map;
+mod orset;
+mod register;
+mod update;
+mod version;
+
+pub use doc::Doc;
+pub use hlc::{Hlc, Stamp};
+pub use update::{Change, OpHint};
+pub use version::{Actor, Dot, VersionVector};
+
+#[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;

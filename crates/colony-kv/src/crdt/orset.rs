@@ -1,0 +1,67 @@
+//! Add-wins observed-remove set: each member carries the dots of the adds
+//! that put it there; a remove drops the dots it observed, so an add
+//! concurrent with a remove (a dot the remover never saw) survives it.
+
+use super::version::{join_dot_set, Dot, VersionVector};
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Never holds a member with no dots, so equal sets have one representation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct OrSet(BTreeMap<Bytes, BTreeSet<Dot>>);
+
+impl OrSet {
+    pub fn is_present(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    pub fn view(&self) -> BTreeSet<Bytes> {
+        self.0.keys().cloned().collect()
+    }
+
+    /// Add under a fresh dot; the member's observed dots are superseded.
+    pub fn add(&mut self, member: Bytes, dot: Dot) {
+        self.0.insert(member, BTreeSet::from([dot]));
+    }
+
+    /// Remove a member: all its dots are local, hence observed.
+    pub fn remove(&mut self, member: &[u8]) {
+        self.0.remove(member);
+    }
+
+    /// Drop every dot `observed` covers (a delete of the whole key).
+    pub fn clear_within(&mut self, observed: &VersionVector) {
+        for dots in self.0.values_mut() {
+            dots.retain(|d| !observed.contains(*d));
+        }
+        self.0.retain(|_, dots| !dots.is_empty());
+    }
+
+    pub fn merge(&mut self, mine: &VersionVector, other: &OrSet, theirs: &VersionVector) {
+        let empty = BTreeSet::new();
+        let members: BTreeSet<&Bytes> = self.0.keys().chain(other.0.keys()).collect();
+        let mut out = BTreeMap::new();
+        for m in members {
+            let a = self.0.get(m).unwrap_or(&empty);
+            let b = other.0.get(m).unwrap_or(&empty);
+            let dots = join_dot_set(a, mine, b, theirs);
+            if !dots.is_empty() {
+                out.insert(m.clone(), dots);
+            }
+        }
+        self.0 = out;
+    }
+
+    pub fn dots(&self) -> impl Iterator<Item = Dot> + '_ {
+        self.0.values().flatten().copied()
+    }
+
+    /// Restore the normal form (decoded input is checked against it).
+    pub fn normalize(&mut self) {
+        self.0.retain(|_, dots| !dots.is_empty());
+    }
+
+    pub fn size(&self) -> usize {
+        self.0.iter().map(|(m, d)| m.len() + 2 + d.len() * 12).sum()
+    }
+}

@@ -1,0 +1,209 @@
+//! Turning a plain write into CRDT mutations.
+//!
+//! Redis commands keep running on the plain view (`apply::*`): the vnode
+//! materializes [`Doc::view`], applies the command, and hands the before and
+//! after objects here. Most writes are diffed (a changed string or field is
+//! an overwrite, a set's added and removed members are adds and removes).
+//! Increments are not: "set to 11" would lose a concurrent increment, so
+//! the vnode passes an [`OpHint`] and the increment becomes a counter delta.
+
+use super::register::Sibling;
+use super::version::Actor;
+use super::{Doc, Stamp};
+use crate::{Object, Value};
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A plain write, mirroring apply's `Write` (so this module need not
+/// depend on it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Change<'a> {
+    None,
+    Put(&'a Object),
+    Delete,
+}
+
+/// What the command was, where the diff alone would lose intent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpHint {
+    /// INCR, DECR, INCRBY, DECRBY.
+    Incr(i64),
+    /// INCRBYFLOAT.
+    IncrFloat(f64),
+    /// HINCRBY on a field.
+    HIncr(Bytes, i64),
+    /// HINCRBYFLOAT on a field.
+    HIncrFloat(Bytes, f64),
+    /// Anything else: diff before and after.
+    Other,
+}
+
+impl Doc {
+    /// Apply a plain write made by `actor` at `stamp`. `before` must be the
+    /// view the write was computed from: [`Doc::view`], or None when the
+    /// caller treats the key as absent (expired). In that case whatever the
+    /// doc still holds is removed first, so an expired value cannot leak
+    /// into the new one. The expiry is diffed against the doc's own, not
+    /// `before`'s, for the same reason.
+    pub fn update(
+        &mut self,
+        before: Option<&Object>,
+        write: Change<'_>,
+        hint: OpHint,
+        actor: Actor,
+        stamp: Stamp,
+    ) {
+        match write {
+            Change::None => {}
+            Change::Delete => self.delete(stamp),
+            Change::Put(after) => self.put(before, after, hint, actor, stamp),
+        }
+    }
+
+    fn put(
+        &mut self,
+        before: Option<&Object>,
+        after: &Object,
+        hint: OpHint,
+        actor: Actor,
+        stamp: Stamp,
+    ) {
+        let kind = after.value.kind();
+        // On a type change, or when the caller saw no key, nothing carries
+        // over: remove everything observed (expired remains included) and
+        // diff from empty.
+        let before = match before {
+            Some(b) if b.value.kind() == kind => {
+                self.clear_others(kind);
+                Some(b)
+            }
+            _ => {
+                self.clear_observed();
+                self.rebirth(kind, stamp);
+                None
+            }
+        };
+        let ct = after.content_type.clone();
+        match (&after.value, hint) {
+            (Value::Str(v), OpHint::Incr(by)) => self.incr_str(v, ct, by, 0.0, actor, stamp),
+            (Value::Str(v), OpHint::IncrFloat(by)) => self.incr_str(v, ct, 0, by, actor, stamp),
+            (Value::Hash(h), OpHint::HIncr(f, by)) => self.incr_field(h, f, by, 0.0, actor, stamp),
+            (Value::Hash(h), OpHint::HIncrFloat(f, by)) => {
+                self.incr_field(h, f, 0, by, actor, stamp)
+            }
+            (Value::Str(v), _) => {
+                let unchanged =
+                    before.is_some_and(|b| b.value == after.value && b.content_type == ct);
+                if !unchanged {
+                    self.write_str(v.clone(), ct, actor, stamp);
+                }
+            }
+            (Value::Hash(h), _) => self.diff_hash(before.map(|b| &b.value), h, actor, stamp),
+            (Value::Set(s), _) => self.diff_set(before.map(|b| &b.value), s, actor),
+        }
+        if self.expire_at() != after.expire_at {
+            self.ttl = Some((stamp, after.expire_at));
+        }
+    }
+
+    /// SET-like overwrite of the string register.
+    fn write_str(&mut self, value: Bytes, content_type: Option<Bytes>, actor: Actor, stamp: Stamp) {
+        let dot = self.take_dot(actor);
+        let sib = Sibling {
+            value,
+            content_type,
+            stamp,
+            kept: false,
+        };
+        self.str.body.write(&self.ctx, dot, sib);
+    }
+
+    /// A counter delta on the string. The client was already answered with
+    /// `expect`; if float summation in another order reads differently (or
+    /// the string carried an HTTP content type, which apply drops), the
+    /// reply is recorded as an overwrite, so the replica shows exactly what
+    /// the client was told (unobserved increments still add to it).
+    fn incr_str(
+        &mut self,
+        expect: &Bytes,
+        ct: Option<Bytes>,
+        int: i64,
+        float: f64,
+        actor: Actor,
+        stamp: Stamp,
+    ) {
+        let dot = self.take_dot(actor);
+        self.str.body.increment(dot, int, float);
+        if self.str.body.view() != Some((expect.clone(), ct.clone())) {
+            self.write_str(expect.clone(), ct, actor, stamp);
+        }
+    }
+
+    /// [`Doc::incr_str`] for a hash field.
+    fn incr_field(
+        &mut self,
+        after: &BTreeMap<Bytes, Bytes>,
+        field: Bytes,
+        int: i64,
+        float: f64,
+        actor: Actor,
+        stamp: Stamp,
+    ) {
+        let Some(expect) = after.get(&field) else {
+            return self.diff_hash(None, after, actor, stamp);
+        };
+        let dot = self.take_dot(actor);
+        self.hash.body.increment(field.clone(), dot, int, float);
+        if self.hash.body.field_view(&field).as_ref() != Some(expect) {
+            self.write_field(field, expect.clone(), actor, stamp);
+        }
+    }
+
+    fn write_field(&mut self, field: Bytes, value: Bytes, actor: Actor, stamp: Stamp) {
+        let dot = self.take_dot(actor);
+        let sib = Sibling {
+            value,
+            content_type: None,
+            stamp,
+            kept: false,
+        };
+        self.hash.body.write(&self.ctx, field, dot, sib);
+    }
+
+    fn diff_hash(
+        &mut self,
+        before: Option<&Value>,
+        after: &BTreeMap<Bytes, Bytes>,
+        actor: Actor,
+        stamp: Stamp,
+    ) {
+        let empty = BTreeMap::new();
+        let before = match before {
+            Some(Value::Hash(h)) => h,
+            _ => &empty,
+        };
+        for (f, v) in after {
+            if before.get(f) != Some(v) {
+                self.write_field(f.clone(), v.clone(), actor, stamp);
+            }
+        }
+        for f in before.keys().filter(|f| !after.contains_key(*f)) {
+            self.hash.body.remove(&self.ctx, f);
+        }
+    }
+
+    fn diff_set(&mut self, before: Option<&Value>, after: &BTreeSet<Bytes>, actor: Actor) {
+        let empty = BTreeSet::new();
+        let before = match before {
+            Some(Value::Set(s)) => s,
+            _ => &empty,
+        };
+        for m in after.difference(before) {
+            let dot = self.take_dot(actor);
+            self.set.body.add(m.clone(), dot);
+        }
+        for m in before.difference(after) {
+            self.set.body.remove(m);
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The KV store's side of ownership handoff: core drives it through the
+//! vnodes of this node.
+
+use super::Router;
+use crate::store::Store;
+use crate::vnode::KvRequest as Req;
+use crate::vnode::{KvRequest, KvResponse, KvVnode};
+use bytes::Bytes;
+use colony_core::cluster::{BoxFut, Chunk, HandoffItem, PartitionStore};
+use colony_core::{NodeId, PartitionId};
+use std::sync::Arc;
+
+/// The KV store's side of handoff: core drives it through the vnodes.
+pub(super) struct KvPartitions {
+    pub(super) router: Router,
+    pub(super) store: Arc<Store>,
+}
+
+impl KvPartitions {
+    fn ask(
+        &self,
+        partition: PartitionId,
+        req: KvRequest,
+    ) -> BoxFut<'_, Result<KvResponse, String>> {
+        Box::pin(async move {
+            let h = self.router.local(partition).map_err(|e| e.to_string())?;
+            match h.call(req).await {
+                Ok(KvResponse::Failed(e)) => Err(e.to_string()),
+                Ok(r) => Ok(r),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
+    fn unit(&self, partition: PartitionId, req: KvRequest) -> BoxFut<'_, Result<(), String>> {
+        let f = self.ask(partition, req);
+        Box::pin(async move { f.await.map(|_| ()) })
+    }
+}
+
+impl PartitionStore for KvPartitions {
+    fn begin(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
+        self.unit(partition, Req::HandoffBegin)
+    }
+    fn read_chunk(
+        &self,
+        partition: PartitionId,
+        after: Option<Bytes>,
+        max_bytes: usize,
+    ) -> BoxFut<'_, Result<Chunk, String>> {
+        let f = self.ask(partition, Req::HandoffRead { after, max_bytes });
+        Box::pin(async move {
+            match f.await? {
+                KvResponse::Items { items, next } => Ok((items, next)),
+                other => Err(format!("unexpected answer {other:?}")),
+            }
+        })
+    }
+    fn take_dirty(
+        &self,
+        partition: PartitionId,
+        seal: bool,
+    ) -> BoxFut<'_, Result<Vec<HandoffItem>, String>> {
+        let f = self.ask(partition, Req::HandoffDirty { seal });
+        Box::pin(async move {
+            match f.await? {
+                KvResponse::Items { items, .. } => Ok(items),
+                other => Err(format!("unexpected answer {other:?}")),
+            }
+        })
+    }
+    fn redirty(&self, partition: PartitionId, keys: Vec<Bytes>) -> BoxFut<'_, Result<(), String>> {
+        self.unit(partition, Req::HandoffRedirty { keys })
+    }
+    fn unseal(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
+        self.unit(partition, Req::HandoffUnseal)
+    }
+    fn cancel(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
+        self.unit(partition, Req::HandoffCancel)
+    }
+    fn moved(&self, partition: PartitionId, to: NodeId) -> BoxFut<'_, Result<(), String>> {
+        self.unit(partition, Req::HandoffMoved { to })
+    }
+    fn replicating(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
+        self.unit(partition, Req::HandoffServe)
+    }
+    fn reset(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
+        self.unit(partition, Req::HandoffReset)
+    }
+    fn import(
+        &self,
+        partition: PartitionId,
+        items: Vec<HandoffItem>,
+    ) -> BoxFut<'_, Result<(), String>> {
+        self.unit(partition, Req::HandoffImport { items })
+    }
+    fn has_data(&self, partition: PartitionId) -> bool {
+        self.store
+            .data()
+            .prefix(partition.to_be_bytes())
+            .next()
+            .is_some()
+    }
+    fn pinned(&self, partition: PartitionId) -> bool {
+        KvVnode::has_hints(&self.store, partition)
+    }
+    fn key_count(&self, partition: PartitionId) -> BoxFut<'_, u64> {
+        let f = self.ask(partition, Req::Count);
+        Box::pin(async move {
+            match f.await {
+                Ok(KvResponse::Counts(c)) => c.values().map(|b| b.keys).sum(),
+                _ => 0,
+            }
+        })
+    }
+}

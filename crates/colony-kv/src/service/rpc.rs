@@ -1,0 +1,107 @@
+//! The KV service's RPC endpoint: requests other nodes' coordinators send
+//! to this node's vnodes.
+
+use super::{Router, Target};
+use crate::coordinator;
+use crate::vnode::KvRequest as Req;
+use crate::vnode::{KvRequest, KvResponse};
+use crate::KvError;
+use bytes::Bytes;
+use colony_core::rpc::{RpcError, RpcHandler, ServiceId};
+use colony_core::{NodeId, PartitionId};
+use std::future::Future;
+use std::pin::Pin;
+
+/// A request forwarded to the node owning its partition.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct KvRpc {
+    pub(super) partition: PartitionId,
+    pub(super) req: KvRequest,
+}
+
+/// Serves requests other nodes forward to this one.
+pub(super) struct KvRpcHandler(pub(super) Router);
+
+impl RpcHandler for KvRpcHandler {
+    fn handle(
+        &self,
+        _from: NodeId,
+        _service: ServiceId,
+        body: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<Bytes, RpcError>> + Send>> {
+        let router = self.0.clone();
+        Box::pin(async move {
+            let KvRpc { partition, req } =
+                colony_core::cluster::msg::decode(&body).map_err(RpcError::Protocol)?;
+            if !req_is_client(&req) {
+                return Err(RpcError::Protocol("not a client request".into()));
+            }
+            if let Some(resp) = router.replica_request(partition, req.clone()).await {
+                return Ok(colony_core::cluster::msg::encode(&resp));
+            }
+            // Partition-wide requests are served by any replica of the
+            // range; others are pointed at its owner.
+            let resp = match router.holders(partition) {
+                Ok(holders) if holders.iter().any(|h| matches!(h, Target::Local)) => {
+                    match router.local(partition) {
+                        Ok(h) => match h.call(req).await {
+                            Ok(r) => r,
+                            Err(e) => KvResponse::Failed(e.into()),
+                        },
+                        Err(e) => KvResponse::Failed(e),
+                    }
+                }
+                Ok(holders) => match holders.first() {
+                    Some(Target::Remote(owner)) => {
+                        KvResponse::Failed(KvError::NotOwner(owner.to_string()))
+                    }
+                    _ => KvResponse::Failed(KvError::TryAgain(format!(
+                        "no replica of partition {partition} is known here"
+                    ))),
+                },
+                Err(e) => KvResponse::Failed(e),
+            };
+            Ok(colony_core::cluster::msg::encode(&resp))
+        })
+    }
+}
+
+impl Router {
+    /// Serve a replica-level request (from another node's coordinator)
+    /// here; None if `req` is not one. A write is refused for a partition
+    /// this node neither replicates nor stands in for.
+    async fn replica_request(&self, partition: PartitionId, req: KvRequest) -> Option<KvResponse> {
+        if !coordinator::is_replica_request(&req) {
+            return None;
+        }
+        let ring = self.0.cluster.get().and_then(|c| c.ring());
+        if let Some(ring) = ring {
+            if let Some(e) = coordinator::refusal(&ring, &self.0.me, partition, &req) {
+                return Some(KvResponse::Failed(e));
+            }
+        }
+        Some(match self.local(partition) {
+            Ok(h) => match h.call(req).await {
+                Ok(r) => r,
+                Err(e) => KvResponse::Failed(e.into()),
+            },
+            Err(e) => KvResponse::Failed(e),
+        })
+    }
+}
+
+fn req_is_client(req: &KvRequest) -> bool {
+    matches!(
+        req,
+        Req::Key { .. }
+            | Req::Lead { .. }
+            | Req::Fetch { .. }
+            | Req::Merge { .. }
+            | Req::Reap { .. }
+            | Req::Scan { .. }
+            | Req::Count
+            | Req::Flush { .. }
+            | Req::RandomKey { .. }
+            | Req::Size
+    )
+}

@@ -1,0 +1,90 @@
+//! Submitted key operations: the future a connection awaits, and the
+//! per-connection order of requests on one key.
+
+use super::{unexpected, Router};
+use crate::coordinator::KeyReq;
+use crate::vnode::KvResponse;
+use crate::{KvError, Reply};
+use bytes::Bytes;
+use colony_core::vnode::ReplyFuture;
+use colony_core::NodeId;
+use futures::future::Shared;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Orders one client's pipelined requests on the same key while requests
+/// on different keys run at once. A connection keeps one and clears it
+/// whenever everything submitted so far has been answered.
+#[derive(Default)]
+pub struct Pipeline {
+    pub(super) last: HashMap<(Bytes, Bytes), Shared<futures::future::BoxFuture<'static, ()>>>,
+}
+
+impl Pipeline {
+    pub fn clear(&mut self) {
+        self.last.clear();
+    }
+}
+
+/// A submitted key operation's reply, to await.
+pub enum Submitted {
+    /// In a local vnode's mailbox; the request is kept to re-route it if
+    /// the partition turns out to have moved.
+    Sent(ReplyFuture<KvResponse>, Option<(Router, KeyReq)>),
+    /// Going to (or retrying at) another node.
+    Routed(Pin<Box<dyn Future<Output = Result<KvResponse, KvError>> + Send>>),
+    Failed(Option<KvError>),
+}
+
+impl Submitted {
+    pub(super) fn routed(
+        f: impl Future<Output = Result<KvResponse, KvError>> + Send + 'static,
+    ) -> Self {
+        Self::Routed(Box::pin(f))
+    }
+}
+
+fn to_reply(r: Result<KvResponse, KvError>) -> Reply {
+    match r {
+        Ok(KvResponse::Reply(reply)) => reply,
+        Ok(KvResponse::Failed(e)) | Err(e) => Reply::Error(e),
+        Ok(other) => Reply::Error(unexpected(&other)),
+    }
+}
+
+impl Future for Submitted {
+    type Output = Reply;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
+        let this = self.get_mut();
+        match this {
+            Submitted::Failed(e) => Poll::Ready(Reply::Error(
+                e.take()
+                    .unwrap_or(KvError::Storage("reply polled twice".into())),
+            )),
+            Submitted::Sent(f, retry) => {
+                let r = match Pin::new(f).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(r) => r,
+                };
+                let hint = match &r {
+                    Ok(KvResponse::Failed(KvError::NotOwner(n))) => Some(NodeId::new(n.clone())),
+                    Ok(KvResponse::Failed(KvError::TryAgain(_))) => None,
+                    _ => return Poll::Ready(to_reply(r.map_err(KvError::from))),
+                };
+                let _ = hint;
+                match retry.take() {
+                    Some((router, kr)) => {
+                        let mut routed = Box::pin(router.replicated(kr));
+                        let polled = routed.as_mut().poll(cx);
+                        *this = Submitted::Routed(routed);
+                        polled.map(to_reply)
+                    }
+                    None => Poll::Ready(to_reply(r.map_err(KvError::from))),
+                }
+            }
+            Submitted::Routed(f) => f.as_mut().poll(cx).map(to_reply),
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The vnode's side of replication: serving a coordinator's reads, merging
+//! states other replicas send, and keeping hints for unreachable replicas.
+
+use super::{KvResponse, KvVnode};
+use crate::crdt::{Doc, VersionVector};
+use crate::{store, KeyOp, KvError, Reply};
+use bytes::Bytes;
+use colony_core::cluster::HandoffItem;
+use colony_core::NodeId;
+
+/// Siblings beyond which a key is logged and counted, and beyond which a
+/// write is refused (as Riak's sibling limits do).
+const WARN_SIBLINGS: usize = 25;
+const MAX_SIBLINGS: usize = 100;
+
+impl KvVnode {
+    /// The key's stored state, without decoding it.
+    pub(super) fn fetch(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        hash: u64,
+    ) -> Result<KvResponse, KvError> {
+        let skey = store::data_key(self.partition, bucket, hash, key);
+        let raw = self.with_stored(&skey, |v| Ok(Bytes::copy_from_slice(v)))?;
+        Ok(KvResponse::Doc(raw))
+    }
+
+    /// Merge a state sent by a coordinator into the key's.
+    pub(super) fn merge_in(
+        &mut self,
+        bucket: &Bytes,
+        key: &[u8],
+        hash: u64,
+        doc: &[u8],
+        hints: &[NodeId],
+    ) -> Result<KvResponse, KvError> {
+        let theirs = Doc::decode(doc)?;
+        let skey = store::data_key(self.partition, bucket, hash, key);
+        let changed = self.merge_doc(bucket, key, skey, theirs, hints)?;
+        let durable = self.store.fsync_policy() == crate::FsyncPolicy::Always;
+        Ok(KvResponse::Merged { changed, durable })
+    }
+
+    /// Merge `theirs` into the stored state of `skey`; returns the merged
+    /// state if it differs from `theirs` (this replica knew more).
+    pub(super) fn merge_doc(
+        &mut self,
+        bucket: &Bytes,
+        key: &[u8],
+        skey: Vec<u8>,
+        theirs: Doc,
+        hints: &[NodeId],
+    ) -> Result<Option<Bytes>, KvError> {
+        self.hlc.observe(theirs.max_stamp());
+        let mine = self.with_stored(&skey, Doc::decode)?;
+        let before = mine.as_ref().and_then(Self::presence);
+        let (merged, knew_more) = match mine {
+            None => (theirs, false),
+            Some(mut m) => {
+                let unchanged = m.clone();
+                m.merge(&theirs);
+                let knew_more = m != theirs;
+                if m == unchanged && hints.is_empty() {
+                    // Nothing new here: no write at all.
+                    return Ok(knew_more.then(|| m.encode()));
+                }
+                (m, knew_more)
+            }
+        };
+        let encoded = self.put_doc(bucket, key, skey, before, &merged, hints);
+        Ok(knew_more.then_some(encoded))
+    }
+
+    /// A write with a client's causal context (HTTP): merge the state the
+    /// coordinator read, then replace or delete only what the context
+    /// covers, so a write from a stale read leaves siblings.
+    pub(super) fn lead_ctx(
+        &mut self,
+        bucket: &Bytes,
+        key: &[u8],
+        hash: u64,
+        op: KeyOp,
+        hints: &[NodeId],
+        want_doc: bool,
+    ) -> Result<(KvResponse, Option<Bytes>), KvError> {
+        let (ctx, prior) = match &op {
+            KeyOp::PutCtx { ctx, prior, .. } | KeyOp::DelCtx { ctx, prior } => (ctx, prior),
+            _ => return Err(KvError::Storage("not a context write".into())),
+        };
+        let ctx = ctx
+            .as_deref()
+            .map(VersionVector::decode)
+            .transpose()
+            .map_err(|e| KvError::BadContext(e.to_string()))?;
+        let skey = store::data_key(self.partition, bucket, hash, key);
+        let stored = self.with_stored(&skey, Doc::decode)?;
+        let before = stored.as_ref().and_then(Self::presence);
+        let mut doc = stored.unwrap_or_default();
+        if let Some(p) = prior {
+            let p = Doc::decode(p)?;
+            self.hlc.observe(p.max_stamp());
+            doc.merge(&p);
+        }
+        let stamp = self.hlc.now(self.clock.now_ms());
+        match op {
+            KeyOp::PutCtx {
+                value,
+                content_type,
+                ..
+            } => {
+                if value.len() > self.limits.max_value_bytes {
+                    let err = KvError::ValueTooLarge {
+                        size: value.len(),
+                        max: self.limits.max_value_bytes,
+                    };
+                    return Ok((KvResponse::Reply(Reply::Error(err)), None));
+                }
+                doc.put_with_context(value, content_type, ctx.as_ref(), self.actor, stamp);
+                let count = doc.sibling_count();
+                if count > MAX_SIBLINGS {
+                    metrics::counter!("colony_kv_siblings_refused_total").increment(1);
+                    let err = KvError::TooManySiblings {
+                        count,
+                        max: MAX_SIBLINGS,
+                    };
+                    return Ok((KvResponse::Reply(Reply::Error(err)), None));
+                }
+                if count > WARN_SIBLINGS {
+                    metrics::counter!("colony_kv_sibling_warnings_total").increment(1);
+                    tracing::warn!(partition = %self.partition, siblings = count,
+                        "a key has many concurrent values; clients should resolve them");
+                }
+            }
+            _ => doc.delete_with_context(ctx.as_ref(), stamp),
+        }
+        let encoded = self.put_doc(bucket, key, skey, before, &doc, hints);
+        Ok((KvResponse::Reply(Reply::Ok), want_doc.then_some(encoded)))
+    }
+
+    /// Remove a tombstone every replica holds (see `coordinator::write`).
+    pub(super) fn reap(
+        &mut self,
+        bucket: &[u8],
+        key: &[u8],
+        hash: u64,
+        doc: &[u8],
+    ) -> Result<KvResponse, KvError> {
+        let skey = store::data_key(self.partition, bucket, hash, key);
+        let same = self.with_stored(&skey, |v| Ok(v == doc))?.unwrap_or(false);
+        let hinted = self
+            .store
+            .hints()
+            .prefix(self.partition.to_be_bytes())
+            .filter_map(|h| h.key().ok())
+            .any(|h| store::split_hint_key(&h).is_some_and(|(_, k)| k == skey));
+        if same && !hinted && Doc::peek_kind(doc)?.is_none() {
+            self.note_dirty(&skey);
+            self.pending.insert(skey, None);
+            metrics::counter!("colony_kv_tombstones_reaped_total").increment(1);
+        }
+        Ok(KvResponse::Reply(Reply::Ok))
+    }
+
+    /// Up to `max` hints kept for `node`, with the keys' current states.
+    pub(super) fn hints_for(&self, node: &NodeId, max: usize) -> Result<KvResponse, KvError> {
+        let prefix = store::hint_prefix(self.partition, node.as_str());
+        let mut items = Vec::new();
+        for item in self.store.hints().prefix(&prefix).take(max) {
+            let k = item.key()?;
+            let Some((_, skey)) = store::split_hint_key(&k) else {
+                continue;
+            };
+            let value = self.with_stored(&skey, |v| Ok(Bytes::copy_from_slice(v)))?;
+            items.push(HandoffItem {
+                key: Bytes::from(skey),
+                value,
+            });
+        }
+        Ok(KvResponse::Items { items, next: None })
+    }
+
+    /// Forget hints `node` has received, unless the key changed since the
+    /// state that was delivered (a newer write must be handed back too).
+    pub(super) fn hints_delivered(
+        &mut self,
+        node: &NodeId,
+        items: Vec<HandoffItem>,
+    ) -> Result<KvResponse, KvError> {
+        for item in items {
+            let now = self.with_stored(&item.key, |v| Ok(Bytes::copy_from_slice(v)))?;
+            if now == item.value {
+                self.pending_hints
+                    .push((store::hint_key(node.as_str(), &item.key), false));
+            }
+        }
+        Ok(KvResponse::Reply(crate::Reply::Ok))
+    }
+
+    /// Whether any hint for this partition is kept here.
+    pub fn has_hints(store: &store::Store, partition: colony_core::PartitionId) -> bool {
+        store
+            .hints()
+            .prefix(partition.to_be_bytes())
+            .next()
+            .is_some()
+    }
+}
