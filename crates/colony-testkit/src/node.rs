@@ -131,6 +131,7 @@ impl Node {
     /// Start and wait until ready. A port taken by someone else between our pick
     /// and the server's bind is retried on fresh ports.
     pub async fn try_start(opts: NodeOptions) -> Result<Node, StartError> {
+        remember_panics();
         let (owned_data, data_dir) = match &opts.data_dir {
             Some(dir) => (None, dir.clone()),
             None => {
@@ -400,7 +401,48 @@ impl Drop for Node {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.dump_log();
+            // The logs can be long; say again why the test failed, so the
+            // reason is at the end of the output, where a truncated CI
+            // excerpt still shows it.
+            if let Some(why) = last_panic() {
+                eprintln!("----- the test failed: {why}");
+            }
         }
         self.kill9();
     }
+}
+
+/// The message and place of the last panic in this process.
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Install (once) a panic hook that records each panic's message and
+/// place in [`LAST_PANIC`] before the usual report.
+fn remember_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let place = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let msg = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            // Long messages (a whole status document) are cut: the full
+            // one is printed above by the usual hook.
+            let msg: String = msg.chars().take(2000).collect();
+            if let Ok(mut last) = LAST_PANIC.lock() {
+                *last = Some(format!("{msg} (at {place})"));
+            }
+            previous(info);
+        }));
+    });
+}
+
+fn last_panic() -> Option<String> {
+    LAST_PANIC.lock().ok().and_then(|l| l.clone())
 }
