@@ -10,6 +10,7 @@
 //! live in colony-server, which maps their commands onto [`KeyOp`]s and
 //! [`Reply`]s onto the wire.
 
+pub mod aae;
 pub mod clock;
 pub mod crdt;
 pub mod error;

@@ -21,12 +21,14 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod aae;
 mod hints;
 mod partitions;
 mod replicated;
 mod rpc;
 mod submit;
 
+pub use aae::PartitionAae;
 use partitions::KvPartitions;
 use rpc::{KvRpc, KvRpcHandler};
 pub use submit::{Pipeline, Submitted};
@@ -45,6 +47,8 @@ pub struct KvConfig {
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
     pub vnode: VnodeConfig,
+    /// Active anti-entropy.
+    pub aae: crate::aae::AaeConfig,
 }
 
 /// One page of a keyspace scan. `cursor` 0 means the scan is complete.
@@ -68,6 +72,7 @@ pub struct KvService {
     store: Arc<Store>,
     max_key_bytes: usize,
     router: Router,
+    aae: Arc<aae::AaeNode>,
 }
 
 /// What a request needs to find its partition, shareable with the futures
@@ -329,8 +334,14 @@ impl KvService {
         let s = store.clone();
         let node = config.node.clone();
         let vclock = clock.clone();
+        let settings = crate::vnode::AaeSettings {
+            rebuild_every_ms: config.aae.rebuild_interval.as_millis() as u64,
+            budget: Some(Arc::new(crate::aae::Budget::new(config.aae.build_rate))),
+        };
         let factory = move |p: PartitionId| {
-            KvVnode::open(p, &node, s.clone(), vclock.clone(), limits).map_err(|e| e.to_string())
+            KvVnode::open(p, &node, s.clone(), vclock.clone(), limits)
+                .map(|v| v.with_aae(settings.clone()))
+                .map_err(|e| e.to_string())
         };
         // Every node runs a vnode for every partition: the ring decides
         // which ones serve clients, and the others send or receive handoffs.
@@ -351,6 +362,10 @@ impl KvService {
             store,
             max_key_bytes: config.max_key_bytes,
             router,
+            aae: Arc::new(aae::AaeNode::new(
+                config.aae.clone(),
+                config.ring_size as u16,
+            )),
         })
     }
 
@@ -368,6 +383,58 @@ impl KvService {
             self.store.clone(),
             self.vnodes.closing(),
         ));
+        if self.aae.config.enabled {
+            tokio::spawn(aae::run(
+                self.router.clone(),
+                self.aae.clone(),
+                self.router.0.clock.clone(),
+                self.vnodes.closing(),
+            ));
+        }
+    }
+
+    /// Anti-entropy status of every partition on this node.
+    pub async fn aae_status(&self) -> Vec<PartitionAae> {
+        aae::status(&self.router, &self.aae).await
+    }
+
+    /// Rebuild every tree of this node from its store, now; with `wait`,
+    /// answer once they are built.
+    pub async fn aae_rebuild(&self, wait: bool) -> Result<(), KvError> {
+        let calls = self.partitions().map(|p| async move {
+            self.router
+                .local(p)?
+                .call(KvRequest::AaeRebuild { wait })
+                .await
+                .map_err(KvError::from)
+        });
+        for r in join_all(calls).await {
+            if let KvResponse::Failed(e) = r? {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Test hook: damage the stored copy of one key on this node (see
+    /// [`crate::vnode::Damage`]). Whether the key was stored here.
+    pub async fn debug_damage(
+        &self,
+        bucket: &Bytes,
+        key: &[u8],
+        how: crate::vnode::Damage,
+    ) -> Result<bool, KvError> {
+        let (p, hash) = self.partitioner.locate(bucket, key);
+        let skey = crate::store::data_key(p, bucket, hash, key);
+        let req = KvRequest::DebugDamage {
+            key: Bytes::from(skey),
+            how,
+        };
+        match self.router.local(p)?.call(req).await? {
+            KvResponse::Reply(Reply::Int(n)) => Ok(n > 0),
+            KvResponse::Failed(e) => Err(e),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Hints this node keeps for unreachable replicas.

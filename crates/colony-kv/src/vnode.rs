@@ -16,8 +16,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod aae;
 mod handoff;
 mod replica;
+
+use aae::AaeState;
+pub use aae::{AaeSettings, Damage, TreeInfo};
 
 /// Most expired keys removed by one tick of active expiry.
 const EXPIRE_PER_TICK: usize = 2000;
@@ -120,6 +124,49 @@ pub enum KvRequest {
     HandoffImport {
         items: Vec<HandoffItem>,
     },
+    /// Anti-entropy: the tree's state (for status).
+    AaeInfo,
+    /// Anti-entropy: the tree's branch hashes.
+    AaeBranches,
+    /// Anti-entropy: the segment hashes under these branches.
+    AaeSegments {
+        branches: Vec<u16>,
+    },
+    /// Anti-entropy: every entry of these segments, with its hash.
+    AaeKeys {
+        segments: Vec<u16>,
+    },
+    /// Anti-entropy: the stored states of these storage keys.
+    AaeFetch {
+        keys: Vec<Bytes>,
+    },
+    /// Anti-entropy repair: merge these states, answer what the sender
+    /// lacks.
+    AaeSync {
+        items: Vec<HandoffItem>,
+    },
+    /// Tombstones older than `before_ms` with no hint here, up to `max`.
+    AaeTombstones {
+        before_ms: u64,
+        max: usize,
+    },
+    /// Which of these (key, state) this replica holds exactly.
+    AaeHolds {
+        items: Vec<HandoffItem>,
+    },
+    /// Remove these tombstones if still exactly as given.
+    AaeReap {
+        items: Vec<HandoffItem>,
+    },
+    /// Rebuild the tree from the store; with `wait`, before answering.
+    AaeRebuild {
+        wait: bool,
+    },
+    /// Test hook: damage one stored key.
+    DebugDamage {
+        key: Bytes,
+        how: Damage,
+    },
 }
 
 impl KvRequest {
@@ -137,6 +184,21 @@ impl KvRequest {
                 | Self::Flush { .. }
                 | Self::RandomKey { .. }
                 | Self::Size
+        ) || self.is_aae()
+    }
+
+    /// Whether an anti-entropy exchange sent it (served by replicas only).
+    pub fn is_aae(&self) -> bool {
+        matches!(
+            self,
+            Self::AaeBranches
+                | Self::AaeSegments { .. }
+                | Self::AaeKeys { .. }
+                | Self::AaeFetch { .. }
+                | Self::AaeSync { .. }
+                | Self::AaeTombstones { .. }
+                | Self::AaeHolds { .. }
+                | Self::AaeReap { .. }
         )
     }
 }
@@ -176,6 +238,11 @@ pub enum KvResponse {
         durable: bool,
     },
     Failed(KvError),
+    AaeInfo(TreeInfo),
+    Hashes(Vec<u64>),
+    /// (storage key, entry hash) pairs.
+    KeyHashes(Vec<(Bytes, u64)>),
+    Keys(Vec<Bytes>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -209,6 +276,8 @@ pub struct KvVnode {
     sealed: bool,
     /// Handed off to this node: requests go there.
     moved: Option<NodeId>,
+    /// The partition's anti-entropy tree.
+    aae: AaeState,
 }
 
 impl KvVnode {
@@ -254,7 +323,14 @@ impl KvVnode {
             dirty: None,
             sealed: false,
             moved: None,
+            aae: AaeState::default(),
         })
+    }
+
+    /// Anti-entropy settings (rebuild schedule, node-wide budget).
+    pub fn with_aae(mut self, settings: AaeSettings) -> Self {
+        self.aae.settings = settings;
+        self
     }
 
     /// Apply `f` to the stored bytes under `skey`, this batch's writes
@@ -392,7 +468,7 @@ impl KvVnode {
             // is being handed off it keeps one: the receiver must learn of
             // the delete by merging it.)
             self.note_dirty(&skey);
-            self.pending.insert(skey, None);
+            self.stage(skey, None);
             if before.is_some() {
                 self.account(bucket, before, None);
             }
@@ -431,7 +507,7 @@ impl KvVnode {
                 .push((store::hint_key(h.as_str(), &skey), true));
         }
         self.note_dirty(&skey);
-        self.pending.insert(skey, Some(encoded.clone()));
+        self.stage(skey, Some(encoded.clone()));
         if before != after {
             self.account(bucket, before, after);
         }
@@ -505,7 +581,7 @@ impl KvVnode {
         for item in self.store.data().prefix(&prefix) {
             let k = item.key()?.to_vec();
             self.note_dirty(&k);
-            self.pending.insert(k, None);
+            self.stage(k, None);
         }
         if bucket.is_none() {
             for item in self.store.expiry().prefix(self.partition.to_be_bytes()) {
@@ -615,6 +691,7 @@ impl Vnode for KvVnode {
             let writes = match &request {
                 KvRequest::Key { op, .. } | KvRequest::Lead { op, .. } => !op.is_read_only(),
                 KvRequest::Merge { .. } | KvRequest::Reap { .. } => true,
+                KvRequest::AaeSync { .. } | KvRequest::AaeReap { .. } => true,
                 KvRequest::Flush { .. } => true,
                 _ => false,
             };
@@ -741,6 +818,17 @@ impl Vnode for KvVnode {
                 self.flush(None)
             }
             KvRequest::HandoffImport { items } => self.handoff_import(items),
+            KvRequest::AaeInfo => Ok(self.aae_info()),
+            KvRequest::AaeBranches => Ok(self.aae_branches()),
+            KvRequest::AaeSegments { branches } => Ok(self.aae_segments(&branches)),
+            KvRequest::AaeKeys { segments } => self.aae_keys(&segments),
+            KvRequest::AaeFetch { keys } => self.aae_fetch(keys),
+            KvRequest::AaeSync { items } => self.aae_sync(items),
+            KvRequest::AaeTombstones { before_ms, max } => self.aae_tombstones(before_ms, max),
+            KvRequest::AaeHolds { items } => self.aae_holds(&items),
+            KvRequest::AaeReap { items } => self.aae_reap(items),
+            KvRequest::AaeRebuild { wait } => self.aae_rebuild(wait),
+            KvRequest::DebugDamage { key, how } => self.debug_damage(key.to_vec(), how),
         };
         result.unwrap_or_else(KvResponse::Failed)
     }
@@ -758,6 +846,10 @@ impl Vnode for KvVnode {
     fn tick(&mut self, _now: Instant) {
         if let Err(e) = self.expire_due() {
             tracing::warn!(partition = %self.partition, error = %e, "active expiry failed");
+        }
+        if let Err(e) = self.aae_tick(self.clock.now_ms()) {
+            tracing::warn!(partition = %self.partition, error = %e, "anti-entropy tree build failed; will retry");
+            self.aae_abandon_build();
         }
     }
 }

@@ -34,6 +34,7 @@ fn config(dir: &std::path::Path) -> KvConfig {
         max_key_bytes: 1024,
         max_value_bytes: 1 << 20,
         vnode: VnodeConfig::default(),
+        aae: Default::default(),
     }
 }
 

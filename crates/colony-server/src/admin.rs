@@ -28,6 +28,21 @@ pub enum AdminCommand {
     /// A bucket's replication properties (n_val, r, w, pr, pw, dw)
     #[command(subcommand)]
     Bucket(BucketCommand),
+    /// Active anti-entropy on the node: trees, exchanges, repairs
+    #[command(subcommand)]
+    Aae(AaeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AaeCommand {
+    /// Per partition: tree age, last exchange, keys repaired
+    Status,
+    /// Rebuild every tree of the node from its store
+    Rebuild {
+        /// Answer once the trees are rebuilt
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +88,70 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     match &args.what {
         AdminCommand::Cluster(cmd) => run_cluster(&args, cmd).await,
         AdminCommand::Bucket(cmd) => run_bucket(&args, cmd).await,
+        AdminCommand::Aae(cmd) => run_aae(&args, cmd).await,
+    }
+}
+
+async fn run_aae(args: &AdminArgs, cmd: &AaeCommand) -> anyhow::Result<()> {
+    let (method, path) = match cmd {
+        AaeCommand::Status => ("GET", "/api/v1/aae".to_string()),
+        AaeCommand::Rebuild { wait } => ("POST", format!("/api/v1/aae/rebuild?wait={wait}")),
+    };
+    let answer = request(&args.http, method, &path).await?;
+    if args.json || matches!(cmd, AaeCommand::Rebuild { .. }) {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    print_aae(&answer);
+    Ok(())
+}
+
+fn print_aae(a: &Value) {
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    println!(
+        "node {} (anti-entropy {})",
+        text(&a["node"]),
+        if a["enabled"] == Value::Bool(true) {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    println!(
+        "{:>9}  {:>8}  {:>8}  {:>16}  {:>9}  {:<12}  {:>9}  {:>8}  last result",
+        "partition", "tree age", "entries", "root", "exchanged", "with", "exchanges", "repaired"
+    );
+    let empty = Vec::new();
+    for p in a["partitions"].as_array().unwrap_or(&empty) {
+        let tree = &p["tree"];
+        let age = if tree["building"] == Value::Bool(true) && tree["built"] != Value::Bool(true) {
+            "building".to_string()
+        } else {
+            match tree["age_s"].as_u64() {
+                Some(s) => format!("{s}s"),
+                None => "-".into(),
+            }
+        };
+        let exchanged = match p["last_exchange_age_s"].as_u64() {
+            Some(s) => format!("{s}s ago"),
+            None => "never".into(),
+        };
+        println!(
+            "{:>9}  {:>8}  {:>8}  {:>16}  {:>9}  {:<12}  {:>9}  {:>8}  {}",
+            text(&p["partition"]),
+            age,
+            text(&tree["entries"]),
+            text(&tree["root"]),
+            exchanged,
+            text(&p["last_peer"]),
+            text(&p["exchanges"]),
+            text(&p["keys_repaired"]),
+            text(&p["last_result"]),
+        );
     }
 }
 

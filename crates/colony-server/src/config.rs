@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use colony_kv::aae::AaeConfig;
 use colony_kv::FsyncPolicy;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -107,6 +108,27 @@ pub struct StartArgs {
     /// Gossip round interval, in milliseconds [default: 200]
     #[arg(long)]
     pub gossip_interval_ms: Option<u64>,
+    /// Run active anti-entropy exchanges [default: true]
+    #[arg(long)]
+    pub aae: Option<bool>,
+    /// Pause between anti-entropy exchanges that found nothing, in milliseconds [default: 500]
+    #[arg(long)]
+    pub aae_exchange_interval_ms: Option<u64>,
+    /// Rebuild every anti-entropy tree from the store this often, in seconds [default: 86400]
+    #[arg(long)]
+    pub aae_rebuild_interval_secs: Option<u64>,
+    /// Keys per second anti-entropy may repair [default: 10000]
+    #[arg(long)]
+    pub aae_repair_rate: Option<u64>,
+    /// Entries per second tree builds may read [default: 200000]
+    #[arg(long)]
+    pub aae_build_rate: Option<u64>,
+    /// Tombstones are kept at least this long, in seconds [default: 10]
+    #[arg(long)]
+    pub tombstone_grace_secs: Option<u64>,
+    /// Serve test-only hooks that damage stored data (never in production)
+    #[arg(long, hide = true)]
+    pub enable_test_hooks: Option<bool>,
 }
 
 /// The resolved settings of a node.
@@ -134,6 +156,8 @@ pub struct NodeConfig {
     pub handoff_rate_bytes: u64,
     pub handoff_concurrency: usize,
     pub gossip_interval: Duration,
+    pub aae: AaeConfig,
+    pub test_hooks: bool,
 }
 
 impl NodeConfig {
@@ -184,6 +208,19 @@ impl NodeConfig {
             handoff_rate_bytes: pick!(handoff_rate_mib, 64).max(1) * 1024 * 1024,
             handoff_concurrency: pick!(handoff_concurrency, 2).max(1),
             gossip_interval: Duration::from_millis(pick!(gossip_interval_ms, 200).max(10)),
+            aae: AaeConfig {
+                enabled: pick!(aae, true),
+                exchange_interval: Duration::from_millis(
+                    pick!(aae_exchange_interval_ms, 500).max(1),
+                ),
+                rebuild_interval: Duration::from_secs(
+                    pick!(aae_rebuild_interval_secs, 24 * 3600).max(1),
+                ),
+                repair_rate: pick!(aae_repair_rate, 10_000).max(1),
+                build_rate: pick!(aae_build_rate, 200_000).max(1),
+                tombstone_grace: Duration::from_secs(pick!(tombstone_grace_secs, 10)),
+            },
+            test_hooks: pick!(enable_test_hooks, false),
             data_dir: pick!(data_dir, PathBuf::from("colony-data")),
             resp: pick!(resp, addr("127.0.0.1:6379")),
             http: pick!(http, addr("127.0.0.1:8098")),

@@ -43,6 +43,7 @@ pub fn router(node: Arc<NodeState>, prometheus: PrometheusHandle) -> Router {
         )
         .merge(crate::cluster_api::routes().with_state(node.clone()))
         .merge(crate::bucket_api::routes().with_state(node.clone()))
+        .merge(crate::aae_api::routes().with_state(node.clone()))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no_route", "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             let msg = "method not allowed on this endpoint".into();

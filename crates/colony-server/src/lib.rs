@@ -5,6 +5,7 @@
 //! It knows nothing of storage internals: every data request goes through
 //! colony-kv's coordinator to the vnode that owns the key.
 
+pub mod aae_api;
 pub mod admin;
 pub mod bucket_api;
 pub mod cluster_api;

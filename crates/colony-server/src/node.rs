@@ -31,6 +31,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         max_key_bytes: config.max_key_bytes,
         max_value_bytes: config.max_value_bytes,
         vnode: VnodeConfig::default(),
+        aae: config.aae.clone(),
     };
     let started = std::time::Instant::now();
     let kv = KvService::start(kv_config, Arc::new(SystemClock)).map_err(|e| {

@@ -12,6 +12,7 @@
 //! The same test runs against either target: `COLONY_TEST_TARGET=redis` selects
 //! `redis-server`, anything else the `colony` binary (see [`target_from_env`]).
 
+mod cluster;
 mod corruption;
 mod http;
 mod node;
@@ -22,6 +23,7 @@ mod raw;
 mod reply;
 mod target;
 
+pub use cluster::{cluster_status, get_json, metric, settled, wait_live, wait_settled};
 pub use corruption::corrupt_files;
 pub use http::{http_request, HttpResponse};
 pub use node::{Node, NodeOptions, StartError};

@@ -31,6 +31,8 @@ pub struct NodeOptions {
     pub data_dir: Option<PathBuf>,
     /// How long readiness polling may take before the start is declared failed.
     pub ready_timeout: Duration,
+    /// Colony's `--fsync` policy (default `always`, as tests of durability need).
+    pub fsync: String,
 }
 
 impl NodeOptions {
@@ -41,7 +43,14 @@ impl NodeOptions {
             extra_args: Vec::new(),
             data_dir: None,
             ready_timeout: Duration::from_secs(30),
+            fsync: "always".into(),
         }
+    }
+
+    /// Colony's `--fsync` policy: `always`, `periodic` or `never`.
+    pub fn fsync(mut self, policy: impl Into<String>) -> Self {
+        self.fsync = policy.into();
+        self
     }
 
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
@@ -312,7 +321,7 @@ impl Node {
                     .arg(self.ports.cluster.to_string())
                     .arg("--node-name")
                     .arg(&self.name)
-                    .args(["--fsync", "always"]);
+                    .args(["--fsync", &self.opts.fsync]);
                 cmd
             }
             Target::Redis => {

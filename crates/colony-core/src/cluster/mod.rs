@@ -597,10 +597,22 @@ impl Inner {
                     if let Some(member) = ring.member(&node) {
                         let owned = ring.owned_by(&node).count();
                         if owned > 0 && member.status != MemberStatus::Down {
-                            return ControlReply::Refused(format!(
-                                "{node} is already a member owning {owned} partitions; \
-                                 restart it with its data directory, or mark it down first"
-                            ));
+                            // A member back without its ring: its data
+                            // directory was lost or replaced. With replicas
+                            // elsewhere it takes its place again (anti-entropy
+                            // refills its store); with a single copy its
+                            // data is gone, and the operator must decide.
+                            if ring.n_val() < 2 {
+                                return ControlReply::Refused(format!(
+                                    "{node} is already a member owning {owned} partitions \
+                                     and keys have a single copy; restart it with its \
+                                     data directory, or mark it down first"
+                                ));
+                            }
+                            tracing::warn!(%node, owned,
+                                "a member rejoined without its ring (its store was lost?): \
+                                 anti-entropy will refill its replicas");
+                            return ControlReply::Ring(Bytes::from(ring.encode()));
                         }
                     }
                 }

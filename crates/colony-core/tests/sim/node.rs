@@ -311,9 +311,17 @@ impl Node {
         if let Some(m) = ring.member(joiner) {
             let owned = ring.owned_by(joiner).count();
             if owned > 0 && m.status != MemberStatus::Down {
-                let e = format!("{joiner} is already a member owning {owned} partitions");
+                // A member back without its ring takes its place again when
+                // its keys have replicas elsewhere.
                 let sent = ctx.now;
-                ctx.send(joiner, Msg::JoinReply { ring: Err(e), sent });
+                let ring = if ring.n_val() >= 2 {
+                    Ok(ring.encode())
+                } else {
+                    Err(format!(
+                        "{joiner} is already a member owning {owned} partitions"
+                    ))
+                };
+                ctx.send(joiner, Msg::JoinReply { ring, sent });
                 return;
             }
         }

@@ -74,6 +74,8 @@ pub fn refusal(
 ) -> Option<KvError> {
     let hinted = match req {
         KvRequest::Lead { hints, .. } | KvRequest::Merge { hints, .. } => !hints.is_empty(),
+        // Anti-entropy runs between the partition's replicas only.
+        r if r.is_aae() => false,
         _ => return None,
     };
     if hinted || ring.replicates(partition, me) {
@@ -94,5 +96,5 @@ pub fn is_replica_request(req: &KvRequest) -> bool {
             | KvRequest::Fetch { .. }
             | KvRequest::Reap { .. }
             | KvRequest::Flush { .. }
-    )
+    ) || req.is_aae()
 }

@@ -118,13 +118,6 @@ pub async fn write<T: ReplicaTransport>(
         metrics::counter!("colony_kv_quorum_failures_total", "op" => "write").increment(1);
         return Err(tally.unmet("write"));
     }
-    let tombstone = Doc::decode(&doc).is_ok_and(|d| !d.is_present());
-    let every_primary = targets.iter().all(|t| t.primary && t.hints.is_empty());
-    if tombstone && every_primary {
-        let answered = tally.answered();
-        let (net, kr, targets, doc) = (net.clone(), kr.clone(), targets.clone(), doc.clone());
-        tokio::spawn(async move { reap(net, kr, targets, doc, answered, rx).await });
-    }
     // An increment answers with the merged count of the replicas that
     // answered, not just the leader's.
     if let (Some(mut l), Ok(mine)) = (learned, Doc::decode(&doc)) {
@@ -195,42 +188,5 @@ async fn hint_at<T: ReplicaTransport>(net: &T, at: &NodeId, kr: &KeyReq, missed:
     };
     if net.call(at, kr.partition, req).await.is_ok() {
         metrics::counter!("colony_kv_hints_taken_total").increment(1);
-    }
-}
-
-/// How long a tombstone every replica holds is kept before it is removed:
-/// time for hints of older writes, held elsewhere, to be handed back first
-/// (merged into the tombstone they are harmless; after it, they would bring
-/// the deleted value back).
-pub const REAP_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Once every replica has acknowledged the tombstone `doc`, wait
-/// [`REAP_DELAY`] and ask each to remove it, which each does only if the
-/// key is still exactly that tombstone and it holds no hint for it.
-async fn reap<T: ReplicaTransport>(
-    net: T,
-    kr: KeyReq,
-    targets: Vec<Target>,
-    doc: Bytes,
-    mut answered: usize,
-    mut rx: mpsc::Receiver<(usize, Result<KvResponse, CallFailed>)>,
-) {
-    while let Some((_, r)) = rx.recv().await {
-        if matches!(r, Ok(KvResponse::Merged { .. })) {
-            answered += 1;
-        }
-    }
-    if answered < targets.len() {
-        return;
-    }
-    tokio::time::sleep(REAP_DELAY).await;
-    for t in &targets {
-        let req = Req::Reap {
-            bucket: kr.bucket.clone(),
-            key: kr.key.clone(),
-            hash: kr.hash,
-            doc: doc.clone(),
-        };
-        let _ = net.call(&t.node, kr.partition, req).await;
     }
 }

@@ -75,10 +75,18 @@ impl Router {
             return None;
         }
         let ring = self.0.cluster.get().and_then(|c| c.ring());
-        if let Some(ring) = ring {
-            if let Some(e) = coordinator::refusal(&ring, &self.0.me, partition, &req) {
+        match ring {
+            Some(ring) => {
+                if let Some(e) = coordinator::refusal(&ring, &self.0.me, partition, &req) {
+                    return Some(KvResponse::Failed(e));
+                }
+            }
+            // Not a member yet: no replica of anything.
+            None if req.is_aae() => {
+                let e = KvError::TryAgain("this node has not joined the cluster yet".into());
                 return Some(KvResponse::Failed(e));
             }
+            None => {}
         }
         Some(match self.local(partition) {
             Ok(h) => match h.call(req).await {
@@ -103,5 +111,5 @@ fn req_is_client(req: &KvRequest) -> bool {
             | Req::Flush { .. }
             | Req::RandomKey { .. }
             | Req::Size
-    )
+    ) || req.is_aae()
 }

@@ -146,20 +146,37 @@ impl KvVnode {
         hash: u64,
         doc: &[u8],
     ) -> Result<KvResponse, KvError> {
+        self.reap_one(bucket, key, hash, doc)?;
+        Ok(KvResponse::Reply(Reply::Ok))
+    }
+
+    /// Remove the key if it is still exactly the tombstone `doc` and no
+    /// hint for it is kept here; whether it was removed.
+    pub(super) fn reap_one(
+        &mut self,
+        bucket: &[u8],
+        key: &[u8],
+        hash: u64,
+        doc: &[u8],
+    ) -> Result<bool, KvError> {
         let skey = store::data_key(self.partition, bucket, hash, key);
         let same = self.with_stored(&skey, |v| Ok(v == doc))?.unwrap_or(false);
+        if !same || Doc::peek_kind(doc)?.is_some() {
+            return Ok(false);
+        }
         let hinted = self
             .store
             .hints()
             .prefix(self.partition.to_be_bytes())
             .filter_map(|h| h.key().ok())
             .any(|h| store::split_hint_key(&h).is_some_and(|(_, k)| k == skey));
-        if same && !hinted && Doc::peek_kind(doc)?.is_none() {
-            self.note_dirty(&skey);
-            self.pending.insert(skey, None);
-            metrics::counter!("colony_kv_tombstones_reaped_total").increment(1);
+        if hinted {
+            return Ok(false);
         }
-        Ok(KvResponse::Reply(Reply::Ok))
+        self.note_dirty(&skey);
+        self.stage(skey, None);
+        metrics::counter!("colony_kv_tombstones_reaped_total").increment(1);
+        Ok(true)
     }
 
     /// Up to `max` hints kept for `node`, with the keys' current states.
