@@ -8,8 +8,11 @@
 //! with paused time, every choice from a seeded RNG.
 //!
 //! Checked during the run: no read shows a write that cannot have taken
-//! effect. Checked once the faults stop, hints are delivered and every key
-//! was read (and so repaired): every acknowledged write with w >= quorum
+//! effect. Once the faults stop and hints are delivered, a few keys vanish
+//! from one replica's store each, and anti-entropy exchanges alone (no
+//! read) must bring every partition's replicas to equal tree roots and
+//! every key's replicas to equal states. Then, every key read (and so
+//! repaired): every acknowledged write with w >= quorum
 //! is in a quorum read (a SET's value or a later one, INCR totals within
 //! [acknowledged, acknowledged + possibly applied], SADD members present),
 //! and every key's replicas hold equal states.
@@ -142,7 +145,7 @@ fn run(test: &'static str, cfg: Config, seed: u64) -> Vec<String> {
         let report = check::after_faults(&world, &budgets, &history).await;
         let h = history.lock().unwrap();
         let summary = format!(
-            "seed {seed}: {} nodes, {} writes ({} acknowledged, {} below quorum, {} unknown, {} not applied), {} of {} keys diverged before read repair",
+            "seed {seed}: {} nodes, {} writes ({} acknowledged, {} below quorum, {} unknown, {} not applied), {} of {} keys diverged after hints, {} lost from a store, anti-entropy converged in {} rounds",
             n,
             h.writes.len(),
             h.count(Outcome::Acked),
@@ -151,6 +154,8 @@ fn run(test: &'static str, cfg: Config, seed: u64) -> Vec<String> {
             h.count(Outcome::NotApplied),
             report.diverged_before_repair,
             report.keys,
+            report.lost,
+            report.aae_rounds,
         );
         drop(h);
         eprintln!("{summary}");

@@ -148,8 +148,13 @@ impl World {
         for p in self.partitioner.partitions() {
             let seed = self.rng.random();
             let id = &self.nodes[i].id;
-            let v = KvVnode::open_seeded(p, id, store.clone(), clock.clone(), limits, seed)?;
-            vnodes.push(v);
+            let mut v = KvVnode::open_seeded(p, id, store.clone(), clock.clone(), limits, seed)?;
+            // The anti-entropy tree, built from the store at once (a real
+            // node builds it over its first ticks); writes keep it after.
+            match v.handle(KvRequest::AaeRebuild { wait: true }) {
+                KvResponse::Failed(e) => anyhow::bail!("building n{i}'s tree of {p}: {e}"),
+                _ => vnodes.push(v),
+            }
         }
         let node = &mut self.nodes[i];
         node.store = Some(store);
