@@ -4,7 +4,9 @@
 //! nodes that all survive.
 #![allow(clippy::unwrap_used)]
 
-use colony_testkit::{eventually, http_request, Node, NodeOptions, Target};
+use colony_testkit::{
+    eventually, http_request, metric, wait_live, wait_settled, Node, NodeOptions, Target,
+};
 use redis::aio::MultiplexedConnection;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -45,13 +47,6 @@ async fn conn(addr: std::net::SocketAddr) -> MultiplexedConnection {
         .unwrap()
 }
 
-async fn status(node: &Node) -> Value {
-    let r = http_request(node.http_addr(), "GET", "/api/v1/cluster/status", b"", &[])
-        .await
-        .unwrap();
-    serde_json::from_slice(&r.body).unwrap_or(Value::Null)
-}
-
 /// Start `n` nodes and wait until they form one settled cluster.
 async fn cluster(n: usize) -> Vec<Node> {
     let mut nodes = vec![start("node1", None).await];
@@ -59,67 +54,19 @@ async fn cluster(n: usize) -> Vec<Node> {
         let node = start(&format!("node{i}"), Some(&nodes[0])).await;
         nodes.push(node);
     }
-    let mut last = Value::Null;
-    let ok = eventually(SETTLE, async || {
-        last = status(&nodes[0]).await;
-        let Some(members) = last["members"].as_array() else {
-            return false;
-        };
-        members.iter().filter(|m| m["status"] == "Valid").count() == n
-            && members
-                .iter()
-                .all(|m| m["ring_in_sync"] == true && m["live"] == true)
-            && last["transfers"].as_array().is_some_and(|t| t.is_empty())
-            && last["staged"]["transfers"]
-                .as_array()
-                .is_some_and(|t| t.is_empty())
-    })
-    .await;
-    assert!(ok, "cluster of {n} did not settle: {last:#}");
+    wait_settled(&nodes[0], n, SETTLE).await.unwrap();
     nodes
 }
 
 /// Wait until `from` sees `node` as live (or not).
 async fn seen_live(from: &Node, node: &str, live: bool) {
-    let ok = eventually(Duration::from_secs(30), async || {
-        let st = status(from).await;
-        st["members"].as_array().is_some_and(|ms| {
-            ms.iter()
-                .any(|m| m["node"] == node && m["live"] == Value::Bool(live))
-        })
-    })
-    .await;
+    let ok = wait_live(from, node, live, Duration::from_secs(30)).await;
     assert!(ok, "{} never saw {node} live={live}", from.name());
 }
 
 /// Hints kept by `node`, from its /metrics.
 async fn hints_pending(node: &Node) -> Option<u64> {
     metric(node, "colony_kv_hints_pending").await
-}
-
-/// A metric's value (summed over its label sets) from `node`'s /metrics.
-async fn metric(node: &Node, name: &str) -> Option<u64> {
-    let r = http_request(node.http_addr(), "GET", "/metrics", b"", &[])
-        .await
-        .ok()?;
-    let text = String::from_utf8_lossy(&r.body).to_string();
-    let mut found = None;
-    for l in text.lines() {
-        let Some(rest) = l.strip_prefix(name) else {
-            continue;
-        };
-        if !(rest.starts_with(' ') || rest.starts_with('{')) {
-            continue;
-        }
-        if let Some(v) = l
-            .split_whitespace()
-            .last()
-            .and_then(|v| v.parse::<f64>().ok())
-        {
-            *found.get_or_insert(0) += v as u64;
-        }
-    }
-    found
 }
 
 async fn set_many(c: &mut MultiplexedConnection, keys: std::ops::Range<usize>, tag: &str) {

@@ -18,6 +18,11 @@ use std::time::Duration;
 const MAX_KEYS: usize = 20_000;
 /// Tombstones one sweep considers at most.
 const SWEEP_MAX: usize = 1_000;
+/// Requests waiting in this node's vnode mailboxes above which
+/// anti-entropy waits: client traffic goes first.
+const BUSY_QUEUE: usize = 256;
+/// How long to wait when busy before looking again.
+const BUSY_PAUSE: Duration = Duration::from_millis(50);
 
 /// What this node knows of one partition's anti-entropy.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -112,6 +117,14 @@ pub(super) async fn run(
 ) {
     let mut next = 0usize;
     loop {
+        let queued: usize = router.0.handles.iter().map(|h| h.queue_len()).sum();
+        if queued > BUSY_QUEUE {
+            metrics::counter!("colony_aae_yields_total").increment(1);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(BUSY_PAUSE) => continue,
+            }
+        }
         let mut pause = aae.config.exchange_interval;
         if let Some(found) = step(&router, &aae, &*clock, &mut next).await {
             if found {
