@@ -12,6 +12,7 @@
 //! The same test runs against either target: `COLONY_TEST_TARGET=redis` selects
 //! `redis-server`, anything else the `colony` binary (see [`target_from_env`]).
 
+pub mod chaos;
 mod cluster;
 mod corruption;
 mod http;
