@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod history;
+pub mod run;
 
 pub use check::{check, Report, Violation};
 pub use history::{History, Observed, Op, OpKind, Outcome};
