@@ -115,7 +115,7 @@ pub(super) async fn run(
     clock: Arc<dyn Clock>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut next = 0usize;
+    let mut next = Cursor::default();
     loop {
         let queued: usize = router.0.handles.iter().map(|h| h.queue_len()).sum();
         if queued > BUSY_QUEUE {
@@ -139,9 +139,26 @@ pub(super) async fn run(
     }
 }
 
+/// Where the loop is: the next pair in turn, and a pair to try again first
+/// (its exchange found a tree still being built, failed, or left keys
+/// over), so a partition does not wait a whole turn for that.
+#[derive(Default)]
+struct Cursor {
+    next: usize,
+    again: Option<(PartitionId, NodeId, u32)>,
+}
+
+/// Tries of one pair in a row before the loop moves on regardless.
+const TRIES: u32 = 10;
+
 /// One exchange (and sweep when due); Some(whether it found differences),
 /// None if there was nothing to do.
-async fn step(router: &Router, aae: &AaeNode, clock: &dyn Clock, next: &mut usize) -> Option<bool> {
+async fn step(
+    router: &Router,
+    aae: &AaeNode,
+    clock: &dyn Clock,
+    cursor: &mut Cursor,
+) -> Option<bool> {
     let cluster = router.0.cluster.get()?.clone();
     let ring = cluster.ring()?;
     let me = router.0.me.clone();
@@ -149,14 +166,23 @@ async fn step(router: &Router, aae: &AaeNode, clock: &dyn Clock, next: &mut usiz
     if pairs.is_empty() {
         return None;
     }
-    // Skip peers the failure detector calls down (at most one full turn).
     let mut chosen = None;
+    let mut tries = 0;
+    if let Some((p, peer, t)) = cursor.again.take() {
+        if cluster.is_live(&peer) && pairs.iter().any(|(q, n)| *q == p && *n == peer) {
+            chosen = Some((p, peer));
+            tries = t;
+        }
+    }
+    // Skip peers the failure detector calls down (at most one full turn).
     for _ in 0..pairs.len() {
-        let (p, peer) = &pairs[*next % pairs.len()];
-        *next = next.wrapping_add(1);
+        if chosen.is_some() {
+            break;
+        }
+        let (p, peer) = &pairs[cursor.next % pairs.len()];
+        cursor.next = cursor.next.wrapping_add(1);
         if cluster.is_live(peer) {
             chosen = Some((*p, peer.clone()));
-            break;
         }
     }
     let (p, peer) = chosen?;
@@ -168,6 +194,13 @@ async fn step(router: &Router, aae: &AaeNode, clock: &dyn Clock, next: &mut usiz
     let result = exchange::exchange(router, p, &peer, &placement, &aae.repair, MAX_KEYS).await;
     record(aae, p, &peer, now, &result);
     let found = result.as_ref().is_ok_and(|o| o.keys > 0 || o.left > 0);
+    let unfinished = match &result {
+        Ok(o) => o.not_ready || o.left > 0,
+        Err(_) => true,
+    };
+    if unfinished && tries + 1 < TRIES {
+        cursor.again = Some((p, peer.clone(), tries + 1));
+    }
     // The first replica sweeps the partition's tombstones, when every
     // replica is up and the trees agreed (nothing left to repair).
     let first = placement.replicas.first() == Some(&me);
