@@ -4,8 +4,11 @@
 //! every key back and check the history.
 //!
 //! Faults: `kill -9` then restart, `docker pause` / `unpause` (a slow node
-//! is a dead node), isolating nodes from the cluster network (one node, or
-//! a minority of nodes, each cut off), and a rolling restart. Every load is
+//! is a dead node), network partitions between nodes (a minority from the
+//! majority, or one node from the others, by iptables rules entered into
+//! the containers' network namespaces: clients still reach every node),
+//! disconnecting a node from the network altogether (clients lose it too),
+//! and a rolling restart. Every load is
 //! bounded by a count and a time; only our own containers are targeted.
 
 use super::check::{check, Report};
@@ -418,6 +421,64 @@ async fn reconnect(cut: &[(String, String, String)]) {
     }
 }
 
+/// A container's process id on the host (to enter its network namespace).
+async fn pid_of(container: &str) -> anyhow::Result<String> {
+    let pid = docker(args(&["inspect", "-f", "{{.State.Pid}}", container])).await?;
+    Ok(pid.trim().to_string())
+}
+
+/// Run iptables inside a container's network namespace (from the host:
+/// the image has no iptables of its own).
+async fn iptables(pid: &str, rule: &[&str]) -> anyhow::Result<String> {
+    let mut a = args(&["-t", pid, "-n", "iptables"]);
+    a.extend(rule.iter().map(|s| s.to_string()));
+    exec("nsenter", a).await
+}
+
+const CHAIN: &str = "COLONY_CHAOS";
+
+/// Cut `side` off from every other node, both ways, inside the nodes'
+/// network namespaces: the nodes of `side` still reach each other, and
+/// clients still reach every node (through the published ports), as in a
+/// real network partition between racks.
+async fn split(cfg: &RunConfig, side: &[usize]) -> anyhow::Result<()> {
+    let mut nodes = Vec::new();
+    for i in 1..=cfg.nodes {
+        let c = container(cfg, i).await?;
+        let (_, ip) = network_of(&c).await?;
+        let pid = pid_of(&c).await?;
+        // A chain of our own, hooked once per network namespace.
+        if iptables(&pid, &["-N", CHAIN]).await.is_ok() {
+            iptables(&pid, &["-I", "INPUT", "-j", CHAIN]).await?;
+            iptables(&pid, &["-I", "OUTPUT", "-j", CHAIN]).await?;
+        }
+        nodes.push((i, ip, pid));
+    }
+    for (i, _, pid) in &nodes {
+        let mine = side.contains(i);
+        for (j, ip, _) in &nodes {
+            if side.contains(j) != mine {
+                iptables(pid, &["-A", CHAIN, "-s", ip, "-j", "DROP"]).await?;
+                iptables(pid, &["-A", CHAIN, "-d", ip, "-j", "DROP"]).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Undo [`split`] on every node (a restarted container has a fresh
+/// namespace: nothing to undo there).
+async fn unsplit(cfg: &RunConfig) {
+    for i in 1..=cfg.nodes {
+        let Ok(c) = container(cfg, i).await else {
+            continue;
+        };
+        if let Ok(pid) = pid_of(&c).await {
+            let _ = iptables(&pid, &["-F", CHAIN]).await;
+        }
+    }
+}
+
 /// Apply faults until `until`; returns what was done.
 async fn nemesis(cfg: Arc<RunConfig>, rec: Arc<Recorder>, until: Instant) -> Vec<Fault> {
     let mut rng = SmallRng::seed_from_u64(cfg.seed ^ 0xfa17);
@@ -441,7 +502,7 @@ async fn nemesis(cfg: Arc<RunConfig>, rec: Arc<Recorder>, until: Instant) -> Vec
             out.sort();
             out
         };
-        let (what, nodes, result) = match rng.random_range(0..5) {
+        let (what, nodes, result) = match rng.random_range(0..6) {
             0 => {
                 let nodes = pick(&mut rng, 1);
                 let c = container(&cfg, nodes[0]).await.unwrap_or_default();
@@ -465,16 +526,33 @@ async fn nemesis(cfg: Arc<RunConfig>, rec: Arc<Recorder>, until: Instant) -> Vec
                 if let Ok(cut) = &r {
                     reconnect(cut).await;
                 }
-                ("isolate one node", nodes, r.map(|_| String::new()))
+                (
+                    "disconnect one node from the network",
+                    nodes,
+                    r.map(|_| String::new()),
+                )
             }
             3 if minority >= 1 => {
                 let nodes = pick(&mut rng, minority);
-                let r = isolate(&cfg, &nodes).await;
+                let r = split(&cfg, &nodes).await;
                 tokio::time::sleep(hold).await;
-                if let Ok(cut) = &r {
-                    reconnect(cut).await;
-                }
-                ("isolate a minority", nodes, r.map(|_| String::new()))
+                unsplit(&cfg).await;
+                (
+                    "partition: a minority from the majority",
+                    nodes,
+                    r.map(|_| String::new()),
+                )
+            }
+            4 => {
+                let nodes = pick(&mut rng, 1);
+                let r = split(&cfg, &nodes).await;
+                tokio::time::sleep(hold).await;
+                unsplit(&cfg).await;
+                (
+                    "partition: one node from the others",
+                    nodes,
+                    r.map(|_| String::new()),
+                )
             }
             _ => {
                 let nodes: Vec<usize> = (1..=n).collect();
@@ -510,6 +588,7 @@ async fn nemesis(cfg: Arc<RunConfig>, rec: Arc<Recorder>, until: Instant) -> Vec
 
 /// Undo anything a fault may have left: unpause, reconnect, start.
 async fn heal(cfg: &RunConfig) {
+    unsplit(cfg).await;
     for i in 1..=cfg.nodes {
         let Ok(c) = container(cfg, i).await else {
             continue;
