@@ -21,6 +21,7 @@ FAULT_EVERY=${FAULT_EVERY:-10}
 PROFILE=${PROFILE:-release}
 OUT=${OUT:-chaos-report.json}
 SEED=${SEED:-$(date +%s%N)}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 if ! docker info >/dev/null 2>&1; then
     echo "chaos.sh: Docker is not available here" >&2
@@ -31,7 +32,7 @@ if [ "$PROFILE" = release ]; then
 else
     cargo build -q -p colony-server -p colony-testkit --bin colony --bin colony-chaos
 fi
-deploy/docker/build-image.sh "target/$PROFILE/colony"
-"target/$PROFILE/colony-chaos" --compose "deploy/docker/compose-$NODES.yml" --nodes "$NODES" \
+deploy/docker/build-image.sh "$TARGET_DIR/$PROFILE/colony"
+"$TARGET_DIR/$PROFILE/colony-chaos" --compose "deploy/docker/compose-$NODES.yml" --nodes "$NODES" \
     --project "colonychaos$NODES" --duration "$DURATION" --fault-every "$FAULT_EVERY" \
     --seed "$SEED" --out "$OUT"
