@@ -152,6 +152,13 @@ async fn status(cfg: &RunConfig, i: usize) -> Value {
     }
 }
 
+/// Whether a node's status shows `n` members, all live.
+fn all_live(status: &Value, n: usize) -> bool {
+    status["members"]
+        .as_array()
+        .is_some_and(|m| m.len() == n && m.iter().all(|m| m["live"] == Value::Bool(true)))
+}
+
 /// Each partition's (node, root) on every node, and whether every
 /// partition's replicas agree (all trees built).
 async fn roots(cfg: &RunConfig) -> (BTreeMap<u16, Vec<(String, String)>>, bool) {
@@ -560,7 +567,12 @@ async fn nemesis(cfg: Arc<RunConfig>, rec: Arc<Recorder>, until: Instant) -> Vec
                 for i in &nodes {
                     let c = container(&cfg, *i).await.unwrap_or_default();
                     r = r.and(docker(args(&["restart", "-t", "10", &c])).await);
-                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    // As an operator would: the next node only once this
+                    // one is back and sees every member live (at most 30 s).
+                    let back = Instant::now() + Duration::from_secs(30);
+                    while Instant::now() < back && !all_live(&status(&cfg, *i).await, cfg.nodes) {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
                 }
                 ("rolling restart", nodes, r)
             }
