@@ -169,7 +169,12 @@ impl Router {
         if alone && need.total <= 1 && need.primary <= 1 && need.durable == 0 {
             return Ok(Path::Local);
         }
-        let spares = coordinator::spares(&ring, kr.partition, &targets, |x| cluster.is_live(x));
+        let mut spares = coordinator::spares(&ring, kr.partition, &targets, |x| cluster.is_live(x));
+        // Then the nodes the failure detector calls down, last: it lags
+        // behind a node that is back, and a refused call costs little.
+        spares.extend(coordinator::spares(&ring, kr.partition, &targets, |x| {
+            !cluster.is_live(x)
+        }));
         Ok(Path::Replicated(targets, need, spares))
     }
 
