@@ -11,7 +11,7 @@ use crate::vnode::{BucketCount, KvRequest, KvResponse, KvVnode, Limits};
 use crate::{Clock, KeyOp, KvError, Object, Reply, ValueKind};
 use bytes::Bytes;
 use colony_core::cluster::Cluster;
-use colony_core::rpc::{RpcError, ServiceId};
+use colony_core::rpc::ServiceId;
 use colony_core::vnode::{VnodeConfig, VnodeHandle, VnodeSet};
 use colony_core::{NodeId, PartitionId, Partitioner, Ring};
 use futures::future::{join_all, FutureExt};
@@ -19,25 +19,26 @@ use rand::Rng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 mod aae;
 mod hints;
 mod partitions;
 mod replicated;
+mod route;
 mod rpc;
 mod submit;
 
 pub use aae::PartitionAae;
 use partitions::KvPartitions;
+use route::{Path, Target};
 use rpc::{KvRpc, KvRpcHandler};
 pub use submit::{Pipeline, Submitted};
 
 pub use hints::pending as hints_pending;
 
+use crate::coordinator;
 use crate::coordinator::KeyReq;
-use crate::coordinator::{self, Need};
-use crate::props::{BucketProps, Overrides};
+use crate::props::Overrides;
 
 #[derive(Debug, Clone)]
 pub struct KvConfig {
@@ -61,10 +62,6 @@ pub struct ScanPage {
 /// The RPC service id of the KV service.
 pub const KV_SERVICE: ServiceId = colony_core::cluster::msg::FIRST_APP;
 
-/// How long a coordinator keeps retrying a request whose partition is
-/// moving or whose owner is unreachable before answering TRYAGAIN.
-const ROUTE_DEADLINE: Duration = Duration::from_secs(5);
-
 pub struct KvService {
     partitioner: Partitioner,
     ring: Ring,
@@ -87,243 +84,6 @@ struct RouterInner {
     clock: Arc<dyn Clock>,
     /// Read repairs in flight, node-wide.
     repairs: Arc<tokio::sync::Semaphore>,
-}
-
-enum Target {
-    Local,
-    Remote(NodeId),
-}
-
-/// How a key request is served.
-enum Path {
-    /// This node holds the key's only copy: straight to the local vnode.
-    Local,
-    /// Through the replicas (with stand-ins past them on the ring).
-    Replicated(Vec<coordinator::Target>, Need, Vec<NodeId>),
-}
-
-impl Router {
-    fn local(&self, partition: PartitionId) -> Result<&VnodeHandle<KvVnode>, KvError> {
-        self.0.handles.get(partition.index()).ok_or(KvError::Core(
-            colony_core::CoreError::NoSuchPartition {
-                partition,
-                ring_size: self.0.handles.len() as u16,
-            },
-        ))
-    }
-
-    /// Where a partition-wide request (count, listing, random key) for
-    /// `partition` goes, in order: its owner, then its other replicas, those
-    /// the failure detector calls live first. Every replica holds the
-    /// range, so when the owner is down another one answers.
-    fn holders(&self, partition: PartitionId) -> Result<Vec<Target>, KvError> {
-        let Some(cluster) = self.0.cluster.get() else {
-            return Ok(vec![Target::Local]);
-        };
-        let ring = cluster.ring().ok_or_else(|| {
-            KvError::TryAgain("this node is joining the cluster; retry shortly".into())
-        })?;
-        let mut replicas = ring.replicas(partition);
-        if replicas.is_empty() {
-            return Err(KvError::Core(colony_core::CoreError::NoSuchPartition {
-                partition,
-                ring_size: ring.ring_size(),
-            }));
-        }
-        // Stable: the owner stays first among the live ones.
-        replicas.sort_by_key(|n| !cluster.is_live(n));
-        Ok(replicas
-            .into_iter()
-            .map(|n| {
-                if n == self.0.me {
-                    Target::Local
-                } else {
-                    Target::Remote(n)
-                }
-            })
-            .collect())
-    }
-
-    /// How to serve a request for a key of `partition`, by this node's
-    /// ring, failure detector and the bucket's properties.
-    fn path(&self, kr: &KeyReq) -> Result<Path, KvError> {
-        let Some(cluster) = self.0.cluster.get() else {
-            return Ok(Path::Local);
-        };
-        let ring = cluster.ring().ok_or_else(|| {
-            KvError::TryAgain("this node is joining the cluster; retry shortly".into())
-        })?;
-        let walk = ring.replicas(kr.partition).len();
-        let q = BucketProps::lookup(&ring, &kr.bucket).resolve(ring.n_val(), walk, &kr.overrides);
-        let mut targets = coordinator::targets(&ring, kr.partition, q.n, |x| cluster.is_live(x));
-        let need = Need::of(&q, kr.op.is_read_only());
-        // The failure detector only suggests: when the nodes it calls live
-        // cannot make the quorum (a node just started has heard from no
-        // one yet), ask the replicas themselves.
-        let primaries = targets.iter().filter(|t| t.primary).count();
-        if targets.len() < need.total || primaries < need.primary {
-            targets = coordinator::targets(&ring, kr.partition, q.n, |_| true);
-        }
-        let alone =
-            targets.len() == 1 && targets[0].node == self.0.me && targets[0].hints.is_empty();
-        if alone && need.total <= 1 && need.primary <= 1 && need.durable == 0 {
-            return Ok(Path::Local);
-        }
-        let mut spares = coordinator::spares(&ring, kr.partition, &targets, |x| cluster.is_live(x));
-        // Then the nodes the failure detector calls down, last: it lags
-        // behind a node that is back, and a refused call costs little.
-        spares.extend(coordinator::spares(&ring, kr.partition, &targets, |x| {
-            !cluster.is_live(x)
-        }));
-        Ok(Path::Replicated(targets, need, spares))
-    }
-
-    /// Serve a key request through the replicas, retrying while its
-    /// partition is moving (a leader refused it before applying anything).
-    async fn replicated(self, kr: KeyReq) -> Result<KvResponse, KvError> {
-        let deadline = Instant::now() + ROUTE_DEADLINE;
-        let mut delay = Duration::from_millis(1);
-        loop {
-            let read = kr.op.is_read_only();
-            let result = match self.path(&kr) {
-                Ok(Path::Local) => {
-                    let req = KvRequest::Key {
-                        bucket: kr.bucket.clone(),
-                        key: kr.key.clone(),
-                        hash: kr.hash,
-                        op: kr.op.clone(),
-                    };
-                    match self.local(kr.partition)?.call(req).await {
-                        Ok(KvResponse::Failed(e)) => Err(e),
-                        Ok(r) => Ok(r),
-                        Err(e) => Err(e.into()),
-                    }
-                }
-                Ok(Path::Replicated(targets, need, spares)) if read => {
-                    let clock = self.0.clock.clone();
-                    coordinator::read(&self, kr.clone(), targets, need, &*clock, &spares).await
-                }
-                Ok(Path::Replicated(targets, need, spares)) => {
-                    coordinator::write(&self, kr.clone(), targets, need, &spares).await
-                }
-                Err(e) => Err(e),
-            };
-            match result {
-                Err(KvError::TryAgain(_) | KvError::NotOwner(_))
-                    if Instant::now() + delay <= deadline =>
-                {
-                    metrics::counter!("colony_kv_reroutes_total").increment(1);
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_millis(10));
-                }
-                Err(KvError::NotOwner(_)) => {
-                    return Err(KvError::TryAgain(format!(
-                        "partition {} is moving between nodes; retry",
-                        kr.partition
-                    )))
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// Send `req` to one node and return its answer, errors included.
-    async fn once(
-        &self,
-        partition: PartitionId,
-        to: &Target,
-        req: KvRequest,
-    ) -> Result<KvResponse, KvError> {
-        match to {
-            Target::Local => Ok(self.local(partition)?.call(req).await?),
-            Target::Remote(node) => {
-                let cluster = self
-                    .0
-                    .cluster
-                    .get()
-                    .ok_or_else(|| KvError::Unavailable("no cluster".into()))?;
-                let body = colony_core::cluster::msg::encode(&KvRpc { partition, req });
-                match cluster.call(node, KV_SERVICE, body).await {
-                    Ok(reply) => colony_core::cluster::msg::decode::<KvResponse>(&reply)
-                        .map_err(KvError::Storage),
-                    Err(RpcError::Overloaded) => {
-                        Err(KvError::Core(colony_core::CoreError::Overloaded {
-                            partition,
-                        }))
-                    }
-                    Err(RpcError::Remote(e)) => Err(KvError::Storage(format!("{node}: {e}"))),
-                    Err(e) => Err(KvError::Unavailable(format!(
-                        "the node owning partition {partition} ({node}) is unreachable: {e}"
-                    ))),
-                }
-            }
-        }
-    }
-
-    /// Route `req` to its partition's owner, following "moved" hints and
-    /// retrying "try again" answers until [`ROUTE_DEADLINE`].
-    async fn route(
-        self,
-        partition: PartitionId,
-        req: KvRequest,
-        mut hint: Option<NodeId>,
-    ) -> Result<KvResponse, KvError> {
-        let deadline = Instant::now() + ROUTE_DEADLINE;
-        let mut delay = Duration::from_millis(1);
-        // Which of the partition's holders to ask next.
-        let mut next = 0;
-        loop {
-            let to = match hint.take() {
-                Some(n) if n == self.0.me => Target::Local,
-                Some(n) => Target::Remote(n),
-                None => {
-                    let mut holders = self.holders(partition)?;
-                    let i = next % holders.len();
-                    holders.swap_remove(i)
-                }
-            };
-            let err = match self.once(partition, &to, req.clone()).await {
-                Ok(KvResponse::Failed(e)) => e,
-                Ok(r) => return Ok(r),
-                Err(e) => e,
-            };
-            match &err {
-                KvError::NotOwner(n) => {
-                    let n = NodeId::new(n.clone());
-                    let same = match &to {
-                        Target::Local => n == self.0.me,
-                        Target::Remote(t) => *t == n,
-                    };
-                    if !same {
-                        hint = Some(n);
-                    }
-                }
-                KvError::Unavailable(_) => {
-                    // Unreachable: the next holder, at once while there
-                    // is one not yet asked.
-                    next += 1;
-                    let holders = self.holders(partition).map(|h| h.len()).unwrap_or(1);
-                    if next % holders != 0 {
-                        continue;
-                    }
-                }
-                KvError::TryAgain(_) => {}
-                _ => return Err(err),
-            }
-            if Instant::now() + delay > deadline {
-                return Err(match err {
-                    KvError::NotOwner(_) => KvError::TryAgain(format!(
-                        "partition {partition} is moving between nodes; retry"
-                    )),
-                    e => e,
-                });
-            }
-            metrics::counter!("colony_kv_reroutes_total").increment(1);
-            tokio::time::sleep(delay).await;
-            // A sealed partition is released within milliseconds: retry often.
-            delay = (delay * 2).min(Duration::from_millis(10));
-        }
-    }
 }
 
 impl KvService {

@@ -303,20 +303,33 @@ async fn put_object(
                 );
             };
             let value = Some((value, object.content_type));
-            return match app
-                .node
-                .kv
-                .write_with_context(&bucket, key, value, Some(ctx), o)
-                .await
-            {
-                Reply::Error(e) => kv_error(&e),
-                _ => StatusCode::NO_CONTENT.into_response(),
-            };
+            return context_write(&app, &bucket, key, value, ctx, o).await;
         }
         Ok(None) => {}
     }
     let op = KeyOp::Put { object, nx: false };
     match app.node.kv.call_with(&bucket, key, op, o).await {
+        Reply::Error(e) => kv_error(&e),
+        _ => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// A PUT (`value`) or DELETE (None) carrying a client's causal context:
+/// it replaces only what that context covers.
+async fn context_write(
+    app: &App,
+    bucket: &Bytes,
+    key: Bytes,
+    value: Option<(Bytes, Option<Bytes>)>,
+    ctx: Bytes,
+    o: Overrides,
+) -> Response {
+    match app
+        .node
+        .kv
+        .write_with_context(bucket, key, value, Some(ctx), o)
+        .await
+    {
         Reply::Error(e) => kv_error(&e),
         _ => StatusCode::NO_CONTENT.into_response(),
     }
@@ -338,17 +351,7 @@ async fn delete_object(
     };
     match request_context(&headers) {
         Err(resp) => return *resp,
-        Ok(Some(ctx)) => {
-            return match app
-                .node
-                .kv
-                .write_with_context(&bucket, key, None, Some(ctx), o)
-                .await
-            {
-                Reply::Error(e) => kv_error(&e),
-                _ => StatusCode::NO_CONTENT.into_response(),
-            };
-        }
+        Ok(Some(ctx)) => return context_write(&app, &bucket, key, None, ctx, o).await,
         Ok(None) => {}
     }
     match app.node.kv.call_with(&bucket, key, KeyOp::Del, o).await {
