@@ -179,6 +179,11 @@ async fn a_killed_node_loses_nothing(n: usize, keys: usize) {
 
     let partitioner = colony_core::Partitioner::new(64).unwrap();
     let placement = replicas(&nodes[2]).await;
+    // Every range has three copies, the wrap of 64 partitions over three
+    // nodes included: the walk goes on until it has met three nodes.
+    for (p, reps) in placement.iter().enumerate() {
+        assert_eq!(reps.len(), 3, "partition {p}: {reps:?}");
+    }
     for (i, node) in nodes.iter_mut().enumerate() {
         if i != 2 {
             node.kill9();

@@ -230,29 +230,29 @@ async fn transfer(
         return Err(Outcome::Cancelled);
     };
     let gen = ring.generation(vnode);
-    // Every range whose replicas gain `to` through this move; this node is
-    // a replica of each (it owns `vnode`, on all their walks).
+    // Every range whose replicas gain a node through this move, with that
+    // node (mostly `to`); this node is a replica of each (see preflist.rs).
     let ranges = ring.gained_by(vnode, to);
-    touched.clone_from(&ranges);
+    touched.clone_from(&partitions_of(&ranges));
     // The session changes when this process restarts: the keys it recorded
     // as written meanwhile are lost then, so the receiver must not resume
     // an earlier session's transfer past them.
     let base = format!("{}/{}/{}/{:016x}", inner.me, vnode, gen, inner.session);
     let mut keys_total = 0;
-    for r in &ranges {
+    for (r, _) in &ranges {
         keys_total += store.key_count(*r).await;
     }
     if let Some(t) = lock(&inner.transfers).get_mut(&vnode) {
         t.keys_total = keys_total;
     }
     set_phase(inner, vnode, "streaming");
-    for range in &ranges {
-        stream_range(inner, store, vnode, *range, to, &base, &still_planned).await?;
+    for (range, dest) in &ranges {
+        stream_range(inner, store, vnode, *range, dest, &base, &still_planned).await?;
     }
     set_phase(inner, vnode, "catching up");
     for _ in 0..5 {
         let mut n = 0;
-        for range in &ranges {
+        for (range, dest) in &ranges {
             let dirty = store.take_dirty(*range, false).await?;
             n += dirty.len();
             send_dirty(
@@ -260,7 +260,7 @@ async fn transfer(
                 store,
                 vnode,
                 *range,
-                to,
+                dest,
                 &range_id(&base, *range),
                 dirty,
             )
@@ -270,15 +270,16 @@ async fn transfer(
             break;
         }
     }
-    // Other moves may have completed meanwhile and changed which ranges the
-    // receiver gains through this one (it may have handed one away and be
-    // about to get it back): send those too, until nothing is missing.
+    // Other moves may have completed meanwhile and changed which ranges
+    // gain a node through this one (the receiver may have handed one away
+    // and be about to get it back): send those too, until nothing is
+    // missing.
     let mut ranges = ranges;
     loop {
         let Some(now) = inner.ring() else {
             return Err(Outcome::Cancelled);
         };
-        let extra: Vec<PartitionId> = now
+        let extra: Vec<(PartitionId, NodeId)> = now
             .gained_by(vnode, to)
             .into_iter()
             .filter(|r| !ranges.contains(r))
@@ -286,28 +287,30 @@ async fn transfer(
         if extra.is_empty() {
             break;
         }
-        for range in &extra {
-            stream_range(inner, store, vnode, *range, to, &base, &still_planned).await?;
+        for (range, dest) in &extra {
+            stream_range(inner, store, vnode, *range, dest, &base, &still_planned).await?;
         }
         ranges.extend(extra);
-        touched.clone_from(&ranges);
+        touched.clone_from(&partitions_of(&ranges));
     }
     if !still_planned() {
         return Err(Outcome::Cancelled);
     }
     set_phase(inner, vnode, "sealed");
-    for range in &ranges {
-        let last = store.take_dirty(*range, true).await?;
-        send_dirty(
-            inner,
-            store,
-            vnode,
-            *range,
-            to,
-            &range_id(&base, *range),
-            last,
-        )
-        .await?;
+    for range in partitions_of(&ranges) {
+        let last = store.take_dirty(range, true).await?;
+        for (_, dest) in ranges.iter().filter(|(r, _)| *r == range) {
+            send_dirty(
+                inner,
+                store,
+                vnode,
+                range,
+                dest,
+                &range_id(&base, range),
+                last.clone(),
+            )
+            .await?;
+        }
     }
     // Sealed, so no write lands here any more. Hand over in the ring, which
     // refuses if the plan changed while the data was on its way (the new
@@ -319,26 +322,31 @@ async fn transfer(
             // Checked under the ring lock: a move completed since the last
             // check could still add a range; then this attempt fails and
             // the retry sends it.
-            if let Some(g) = r
+            if let Some((g, dest)) = r
                 .gained_by(vnode, to)
                 .into_iter()
                 .find(|g| !ranges.contains(g))
             {
                 return Err(crate::CoreError::BadRing(format!(
-                    "partition {g} must reach {to} too; sending it first"
+                    "partition {g} must reach {dest} too; sending it first"
                 )));
             }
             r.complete(vnode, &inner.me, to).map(|_| ())
         })
         .await
         .map_err(|e| Outcome::Failed(e.to_string()))?;
+    let streamed = partitions_of(&ranges);
     for i in 0..ring.ring_size() {
         let range = PartitionId(i);
         let was = before.replicates(range, &inner.me);
         let is = ring.replicates(range, &inner.me);
         if was && !is {
-            store.moved(range, to.clone()).await?;
-        } else if ranges.contains(&range) {
+            let dest = ranges
+                .iter()
+                .find(|(r, _)| *r == range)
+                .map_or(to, |(_, d)| d);
+            store.moved(range, dest.clone()).await?;
+        } else if streamed.contains(&range) {
             store.cancel(range).await?;
         }
     }
@@ -350,18 +358,37 @@ async fn transfer(
         id: base,
         ring: Bytes::from(ring.encode()),
     };
-    for attempt in 0..3 {
-        match inner.call_handoff(to, commit.clone()).await {
-            Ok(_) => break,
-            Err(e) => {
-                // The ring reaches the receiver by gossip anyway.
-                tracing::warn!(%vnode, %to, attempt, error = %e, "handoff commit not delivered");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut dests: Vec<&NodeId> = vec![to];
+    for (_, d) in &ranges {
+        if !dests.contains(&d) {
+            dests.push(d);
+        }
+    }
+    for dest in dests {
+        for attempt in 0..3 {
+            match inner.call_handoff(dest, commit.clone()).await {
+                Ok(_) => break,
+                Err(e) => {
+                    // The ring reaches the receiver by gossip anyway.
+                    tracing::warn!(%vnode, %dest, attempt, error = %e, "handoff commit not delivered");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
         }
     }
     inner.push(&ring).await;
     Ok(())
+}
+
+/// The distinct ranges of a transfer's (range, receiver) pairs, in order.
+fn partitions_of(ranges: &[(PartitionId, NodeId)]) -> Vec<PartitionId> {
+    let mut out: Vec<PartitionId> = Vec::with_capacity(ranges.len());
+    for (r, _) in ranges {
+        if !out.contains(r) {
+            out.push(*r);
+        }
+    }
+    out
 }
 
 fn range_id(base: &str, range: PartitionId) -> String {

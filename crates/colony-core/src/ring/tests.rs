@@ -387,7 +387,6 @@ fn replicas_are_distinct_and_a_single_node_replicates_everything_once() {
     let solo = Ring::single(n(9), 64).unwrap();
     assert_eq!(solo.replicas(PartitionId(5)), vec![n(9)]);
     let r = three();
-    let mut full = 0;
     for i in 0..64 {
         let reps = r.replicas(PartitionId(i));
         assert_eq!(reps[0], *r.owner(PartitionId(i)).unwrap());
@@ -395,15 +394,55 @@ fn replicas_are_distinct_and_a_single_node_replicates_everything_once() {
         d.sort();
         d.dedup();
         assert_eq!(d.len(), reps.len(), "partition {i}: {reps:?}");
-        // 64 partitions cannot be striped over 3 nodes all the way round:
-        // a window or two at the wrap repeats a node.
-        assert!(reps.len() >= 2, "partition {i}: {reps:?}");
-        full += usize::from(reps.len() == 3);
+        // 64 partitions cannot be striped over 3 nodes all the way round,
+        // yet the walk goes on at the wrap until it has met 3 nodes: every
+        // range has 3 copies.
+        assert_eq!(reps.len(), 3, "partition {i}: {reps:?}");
     }
-    assert!(full >= 60, "only {full} of 64 partitions have 3 replicas");
-    // The walk goes on past the replicas to the fallbacks.
+    // With 3 nodes there are no fallbacks beyond the replicas.
     let walk = r.walk(PartitionId(62));
     assert_eq!(walk.len(), 3);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Every range has min(n_val, owners) distinct replicas, the walk lists
+    /// them first, and a planned move adds at most one node to any range,
+    /// which the moving partition's current owner replicates.
+    #[test]
+    fn replica_sets_are_full_and_a_move_adds_one_node_its_sender_can_feed(
+        joins in 1usize..6,
+        n_val in 1u8..5,
+        q in prop::sample::select(vec![8u32, 16, 32, 64]),
+    ) {
+        let mut r = Ring::new(7, n(0), "a0".into(), q, n_val).unwrap();
+        for j in 0..joins {
+            r.stage_join(&n(1 + j), format!("a{}", 1 + j));
+        }
+        r.commit();
+        for ring in [r.clone(), { let mut f = r.clone(); finish_all(&mut f); f }] {
+            let owners: std::collections::BTreeSet<NodeId> = (0..q as u16)
+                .filter_map(|i| ring.owner(PartitionId(i)).cloned())
+                .collect();
+            let want = usize::from(n_val).min(owners.len());
+            for i in 0..q as u16 {
+                let p = PartitionId(i);
+                let reps = ring.replicas(p);
+                prop_assert_eq!(reps.len(), want, "partition {} {:?}", p, reps);
+                let walk: Vec<NodeId> = ring.walk(p).into_iter().cloned().collect();
+                prop_assert_eq!(&walk[..want], &reps[..]);
+            }
+            for m in ring.transfers() {
+                let gained = ring.gained_by(m.partition, &m.to);
+                for (p, node) in &gained {
+                    prop_assert_eq!(gained.iter().filter(|(x, _)| x == p).count(), 1);
+                    prop_assert!(ring.replicas(*p).contains(&m.from),
+                        "{} sends {} without replicating it", m.from, p);
+                    prop_assert!(ring.replicates(*p, node));
+                }
+            }
+        }
+    }
 }
 
 proptest! {
@@ -424,8 +463,8 @@ proptest! {
         let before = r.clone();
         let mut streamed: std::collections::HashSet<(NodeId, PartitionId)> = Default::default();
         for m in r.transfers() {
-            for p in r.gained_by(m.partition, &m.to) {
-                streamed.insert((m.to.clone(), p));
+            for (p, to) in r.gained_by(m.partition, &m.to) {
+                streamed.insert((to, p));
             }
             // Each move is computed against the ring as it stands then.
             r.complete(m.partition, &m.from, &m.to).unwrap();
@@ -474,10 +513,10 @@ proptest! {
             moves.rotate_left((order as usize) % len);
             for m in moves {
                 let gained = r.gained_by(m.partition, &m.to);
-                for p in gained {
+                for (p, to) in gained {
                     prop_assert!(held.contains(&(m.from.clone(), p)),
                         "{} streams {p} without holding it", m.from);
-                    held.insert((m.to.clone(), p));
+                    held.insert((to, p));
                 }
                 r.complete(m.partition, &m.from, &m.to).unwrap();
                 held.retain(|(x, p)| r.replicates(*p, x));
