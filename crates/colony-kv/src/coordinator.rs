@@ -11,6 +11,7 @@
 //! were behind. Replicas converge whatever the order: states are CRDTs.
 
 use colony_core::{NodeId, PartitionId, Ring};
+use std::sync::Arc;
 
 mod hint;
 mod read;
@@ -47,36 +48,82 @@ pub struct Target {
     pub hints: Vec<NodeId>,
 }
 
+/// The ring's walk of every partition (its replicas, then the other nodes
+/// in the order they stand in), computed once per ring: routing a request
+/// then costs a lookup, not a walk of the whole ring.
+pub struct Placement {
+    ring: Arc<Ring>,
+    walks: Vec<Vec<NodeId>>,
+    replicas: Vec<usize>,
+}
+
+impl Placement {
+    pub fn new(ring: Arc<Ring>) -> Self {
+        let q = ring.ring_size();
+        let mut walks = Vec::with_capacity(usize::from(q));
+        let mut replicas = Vec::with_capacity(usize::from(q));
+        for i in 0..q {
+            let p = PartitionId(i);
+            walks.push(ring.walk(p).into_iter().cloned().collect());
+            replicas.push(ring.replicas(p).len());
+        }
+        Self {
+            ring,
+            walks,
+            replicas,
+        }
+    }
+
+    /// The ring this placement was computed from.
+    pub fn ring(&self) -> &Arc<Ring> {
+        &self.ring
+    }
+
+    /// `partition`'s replicas, then its fallbacks, in walk order.
+    pub fn walk(&self, partition: PartitionId) -> &[NodeId] {
+        self.walks
+            .get(partition.index())
+            .map_or(&[][..], |w| &w[..])
+    }
+
+    /// `partition`'s replicas: the head of its walk.
+    pub fn replicas(&self, partition: PartitionId) -> &[NodeId] {
+        let walk = self.walk(partition);
+        let n = self.replicas.get(partition.index()).copied().unwrap_or(0);
+        &walk[..n.min(walk.len())]
+    }
+}
+
 /// The nodes to send a request for `partition` to: its first `n` replicas
 /// that are live, and for each one that is not, a fallback (the next live
 /// node on the ring walk that is not already a target, or else a live
 /// replica, which then keeps the hint next to its own copy).
 pub fn targets(
-    ring: &Ring,
+    placement: &Placement,
     partition: PartitionId,
     n: usize,
     live: impl Fn(&NodeId) -> bool,
 ) -> Vec<Target> {
-    let walk = ring.walk(partition);
-    let n = n.clamp(1, ring.replicas(partition).len().max(1));
+    let walk = placement.walk(partition);
+    let n = n.clamp(1, placement.replicas(partition).len().max(1));
     let mut out: Vec<Target> = Vec::with_capacity(n);
     let mut down = Vec::new();
     for node in walk.iter().take(n) {
         if live(node) {
             out.push(Target {
-                node: (*node).clone(),
+                node: node.clone(),
                 primary: true,
                 hints: Vec::new(),
             });
         } else {
-            down.push((*node).clone());
+            down.push(node.clone());
         }
     }
     let mut spare = walk.iter().skip(n).filter(|w| live(w));
     for missing in down {
         match spare.next() {
             Some(node) => out.push(Target {
-                node: (*node).clone(),
+                node: node.clone(),
                 primary: false,
                 hints: vec![missing],
             }),
@@ -98,13 +145,14 @@ pub fn targets(
 /// Live nodes past the targets on the ring walk: stand-ins a request turns
 /// to when targets fail before the failure detector has noticed.
 pub fn spares(
-    ring: &Ring,
+    placement: &Placement,
     partition: PartitionId,
     targets: &[Target],
     live: impl Fn(&NodeId) -> bool,
 ) -> Vec<NodeId> {
-    ring.walk(partition)
-        .into_iter()
+    placement
+        .walk(partition)
+        .iter()
         .filter(|n| live(n) && !targets.iter().any(|t| &t.node == *n))
         .cloned()
         .collect()

@@ -84,6 +84,8 @@ struct RouterInner {
     clock: Arc<dyn Clock>,
     /// Read repairs in flight, node-wide.
     repairs: Arc<tokio::sync::Semaphore>,
+    /// The walks of the ring last routed by, recomputed when it changes.
+    placement: std::sync::Mutex<Option<Arc<coordinator::Placement>>>,
 }
 
 impl KvService {
@@ -119,6 +121,7 @@ impl KvService {
             cluster: OnceLock::new(),
             clock,
             repairs: coordinator::new_repair_budget(),
+            placement: std::sync::Mutex::new(None),
         }));
         Ok(Self {
             partitioner,

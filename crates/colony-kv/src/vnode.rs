@@ -27,6 +27,26 @@ pub use msg::{KvRequest, KvResponse};
 /// Most expired keys removed by one tick of active expiry.
 const EXPIRE_PER_TICK: usize = 2000;
 
+/// Decoded states a vnode keeps for its hottest keys (the cache is emptied
+/// when it holds this many), and the largest encoded state it keeps.
+const DOC_CACHE_ENTRIES: usize = 256;
+const DOC_CACHE_MAX_BYTES: usize = 2048;
+
+/// A key's state as stored, decoded, with its anti-entropy entry hash.
+struct CachedDoc {
+    doc: Doc,
+    hash: u64,
+}
+
+/// A key's state as [`KvVnode::take_doc`] found it.
+struct Stored {
+    doc: Option<Doc>,
+    /// The stored entry's hash (None: no entry).
+    hash: Option<u64>,
+    /// Small enough to keep in the cache.
+    cacheable: bool,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_value_bytes: usize,
@@ -60,6 +80,11 @@ pub struct KvVnode {
     moved: Option<NodeId>,
     /// The partition's anti-entropy tree.
     aae: AaeState,
+    /// Decoded states of recently written or read keys, always equal to
+    /// what [`with_stored`](Self::with_stored) would decode: `stage` drops
+    /// a key's entry, and only the code that staged the state puts it back.
+    /// A hot key then costs neither a store lookup nor a decode.
+    docs: HashMap<Vec<u8>, CachedDoc>,
 }
 
 impl KvVnode {
@@ -106,6 +131,7 @@ impl KvVnode {
             sealed: false,
             moved: None,
             aae: AaeState::default(),
+            docs: HashMap::new(),
         })
     }
 
@@ -126,6 +152,47 @@ impl KvVnode {
             return v.as_deref().map(f).transpose();
         }
         self.store.data().get(skey)?.as_deref().map(f).transpose()
+    }
+
+    /// The key's state (taken out of the cache, or decoded from the store)
+    /// and the hash of its stored entry (None: absent). Whoever takes it
+    /// puts it back with [`keep_doc`](Self::keep_doc) if it stays current.
+    fn take_doc(&mut self, skey: &[u8]) -> Result<Stored, KvError> {
+        if let Some(c) = self.docs.remove(skey) {
+            return Ok(Stored {
+                doc: Some(c.doc),
+                hash: Some(c.hash),
+                cacheable: true,
+            });
+        }
+        let found = self.with_stored(skey, |v| {
+            let hash = crate::aae::tree::entry_hash(skey, v);
+            Ok((Doc::decode(v)?, hash, v.len() <= DOC_CACHE_MAX_BYTES))
+        })?;
+        Ok(match found {
+            Some((doc, hash, cacheable)) => Stored {
+                doc: Some(doc),
+                hash: Some(hash),
+                cacheable,
+            },
+            None => Stored {
+                doc: None,
+                hash: None,
+                cacheable: false,
+            },
+        })
+    }
+
+    /// Keep `doc` as the key's current state (its stored entry hashes to
+    /// `hash`), if it is small enough.
+    fn keep_doc(&mut self, skey: Vec<u8>, doc: Doc, hash: u64, encoded_len: usize) {
+        if encoded_len > DOC_CACHE_MAX_BYTES {
+            return;
+        }
+        if self.docs.len() >= DOC_CACHE_ENTRIES {
+            self.docs.clear();
+        }
+        self.docs.insert(skey, CachedDoc { doc, hash });
     }
 
     /// Write this batch's changes to the store as one atomic batch; with
@@ -163,7 +230,12 @@ impl KvVnode {
             }
         }
         self.counts.write_dirty(&self.store, &mut batch);
-        batch.commit()?;
+        if let Err(e) = batch.commit() {
+            // What was staged never reached the store: no cached state may
+            // say it did.
+            self.docs.clear();
+            return Err(e.into());
+        }
         Ok(())
     }
 
@@ -199,7 +271,11 @@ impl KvVnode {
         }
         let now = self.clock.now_ms();
         let skey = store::data_key(self.partition, bucket, hash, key);
-        let stored = self.with_stored(&skey, Doc::decode)?;
+        let Stored {
+            doc: stored,
+            hash: old_hash,
+            cacheable,
+        } = self.take_doc(&skey)?;
         let before = stored.as_ref().and_then(Self::presence);
         let view = stored.as_ref().and_then(Doc::view);
         let expired = view.as_ref().is_some_and(|o| o.is_expired(now));
@@ -214,20 +290,26 @@ impl KvVnode {
             Out::Reply(r) => KvResponse::Reply(r),
             Out::Object(o) => KvResponse::Object(o),
         };
-        if matches!(write, Write::None) && !expired {
-            return Ok((out, None));
-        }
         // The limit is on the value a client sees, not on its causal
         // bookkeeping.
-        if let Write::Put(obj) = &write {
-            let size = obj.payload_size();
-            if size > self.limits.max_value_bytes {
-                let err = KvError::ValueTooLarge {
-                    size,
+        let too_large = match &write {
+            Write::Put(obj) if obj.payload_size() > self.limits.max_value_bytes => {
+                Some(KvError::ValueTooLarge {
+                    size: obj.payload_size(),
                     max: self.limits.max_value_bytes,
-                };
-                return Ok((KvResponse::Reply(Reply::Error(err)), None));
+                })
             }
+            _ => None,
+        };
+        if (matches!(write, Write::None) && !expired) || too_large.is_some() {
+            // Nothing staged: the state read is still the current one.
+            if let (Some(doc), Some(h), true) = (stored, old_hash, cacheable) {
+                self.keep_doc(skey, doc, h, 0);
+            }
+            return Ok(match too_large {
+                Some(err) => (KvResponse::Reply(Reply::Error(err)), None),
+                None => (out, None),
+            });
         }
         let mut doc = stored.unwrap_or_default();
         let stamp = self.hlc.now(now);
@@ -250,13 +332,22 @@ impl KvVnode {
             // is being handed off it keeps one: the receiver must learn of
             // the delete by merging it.)
             self.note_dirty(&skey);
-            self.stage(skey, None);
+            self.stage_known(skey, None, Some(old_hash));
             if before.is_some() {
                 self.account(bucket, before, None);
             }
             return Ok((out, None));
         }
-        let encoded = self.put_doc(bucket, key, skey, before, &doc, hints);
+        let (encoded, new_hash) = self.put_doc(
+            bucket,
+            key,
+            skey.clone(),
+            before,
+            &doc,
+            hints,
+            Some(old_hash),
+        );
+        self.keep_doc(skey, doc, new_hash, encoded.len());
         Ok((out, want_doc.then_some(encoded)))
     }
 
@@ -266,7 +357,10 @@ impl KvVnode {
         doc.is_present().then(|| doc.expire_at())
     }
 
-    /// Stage `doc` as the key's state (and hints for it) in this batch.
+    /// Stage `doc` as the key's state (and hints for it) in this batch;
+    /// `old` is the stored entry's hash when the caller knows it. Returns
+    /// the encoded state and its entry hash.
+    #[allow(clippy::too_many_arguments)]
     fn put_doc(
         &mut self,
         bucket: &Bytes,
@@ -275,7 +369,8 @@ impl KvVnode {
         before: Option<Option<u64>>,
         doc: &Doc,
         hints: &[NodeId],
-    ) -> Bytes {
+        old: Option<Option<u64>>,
+    ) -> (Bytes, u64) {
         let encoded = doc.encode();
         let after = Self::presence(doc);
         if let Some(Some(at)) = after {
@@ -289,11 +384,13 @@ impl KvVnode {
                 .push((store::hint_key(h.as_str(), &skey), true));
         }
         self.note_dirty(&skey);
-        self.stage(skey, Some(encoded.clone()));
+        let hash = self
+            .stage_known(skey, Some(encoded.clone()), old)
+            .unwrap_or_default();
         if before != after {
             self.account(bucket, before, after);
         }
-        encoded
+        (encoded, hash)
     }
 
     /// Keep the per-bucket key and expiry counts in step with a change.
@@ -433,7 +530,7 @@ impl KvVnode {
             doc.delete(self.hlc.now(now));
             let bucket = Bytes::copy_from_slice(bucket);
             let key = key.to_vec();
-            self.put_doc(&bucket, &key, skey, before, &doc, &[]);
+            self.put_doc(&bucket, &key, skey, before, &doc, &[], None);
             metrics::counter!("colony_kv_expired_keys_total").increment(1);
         }
         self.flush_pending(false)

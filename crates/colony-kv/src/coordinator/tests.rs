@@ -21,7 +21,12 @@ fn ring(nodes: usize) -> Ring {
 #[test]
 fn live_replicas_are_the_targets() {
     let r = ring(5);
-    let t = targets(&r, PartitionId(3), 3, |_| true);
+    let t = targets(
+        &Placement::new(Arc::new(r.clone())),
+        PartitionId(3),
+        3,
+        |_| true,
+    );
     assert_eq!(t.len(), 3);
     assert!(t.iter().all(|t| t.primary && t.hints.is_empty()));
     assert_eq!(
@@ -36,7 +41,7 @@ fn a_down_replica_is_replaced_by_the_next_node_on_the_walk() {
     let p = PartitionId(10);
     let walk: Vec<NodeId> = r.walk(p).into_iter().cloned().collect();
     let dead = walk[1].clone();
-    let t = targets(&r, p, 3, |x| *x != dead);
+    let t = targets(&Placement::new(Arc::new(r.clone())), p, 3, |x| *x != dead);
     assert_eq!(t.len(), 3);
     let fb = t.iter().find(|t| !t.primary).unwrap();
     assert_eq!(fb.node, walk[3]);
@@ -48,7 +53,7 @@ fn with_no_spare_node_a_live_replica_keeps_the_hint() {
     let r = ring(3);
     let p = PartitionId(0);
     let dead = r.replicas(p)[2].clone();
-    let t = targets(&r, p, 3, |x| *x != dead);
+    let t = targets(&Placement::new(Arc::new(r.clone())), p, 3, |x| *x != dead);
     assert_eq!(t.len(), 2);
     assert_eq!(t.iter().map(|t| t.hints.len()).sum::<usize>(), 1);
     assert!(t.iter().all(|t| t.primary));
@@ -59,7 +64,9 @@ fn with_no_live_replica_the_fallbacks_keep_every_hint() {
     let r = ring(5);
     let p = PartitionId(7);
     let replicas = r.replicas(p);
-    let t = targets(&r, p, 3, |x| !replicas.contains(x));
+    let t = targets(&Placement::new(Arc::new(r.clone())), p, 3, |x| {
+        !replicas.contains(x)
+    });
     assert_eq!(t.len(), 2, "two spare nodes stand in");
     let mut hinted: Vec<NodeId> = t.iter().flat_map(|t| t.hints.clone()).collect();
     hinted.sort();

@@ -3,7 +3,7 @@
 //! node alone; retried while a partition moves or a holder is unreachable.
 
 use super::{KvRpc, Router, KV_SERVICE};
-use crate::coordinator::{self, KeyReq, Need};
+use crate::coordinator::{self, KeyReq, Need, Placement};
 use crate::props::BucketProps;
 use crate::vnode::{KvRequest, KvResponse, KvVnode};
 use crate::KvError;
@@ -71,6 +71,19 @@ impl Router {
             .collect())
     }
 
+    /// The walks of `ring`: the cached ones while the ring is the same.
+    fn placement(&self, ring: std::sync::Arc<colony_core::Ring>) -> std::sync::Arc<Placement> {
+        let mut cached = self.0.placement.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cached.as_ref() {
+            if std::sync::Arc::ptr_eq(p.ring(), &ring) {
+                return p.clone();
+            }
+        }
+        let p = std::sync::Arc::new(Placement::new(ring));
+        *cached = Some(p.clone());
+        p
+    }
+
     /// How to serve a request for a key of `partition`, by this node's
     /// ring, failure detector and the bucket's properties.
     pub(super) fn path(&self, kr: &KeyReq) -> Result<Path, KvError> {
@@ -80,28 +93,35 @@ impl Router {
         let ring = cluster.ring().ok_or_else(|| {
             KvError::TryAgain("this node is joining the cluster; retry shortly".into())
         })?;
-        let walk = ring.replicas(kr.partition).len();
-        let q = BucketProps::lookup(&ring, &kr.bucket).resolve(ring.n_val(), walk, &kr.overrides);
-        let mut targets = coordinator::targets(&ring, kr.partition, q.n, |x| cluster.is_live(x));
+        let placement = self.placement(ring);
+        let ring = placement.ring();
+        let walk = placement.replicas(kr.partition).len();
+        let q = BucketProps::lookup(ring, &kr.bucket).resolve(ring.n_val(), walk, &kr.overrides);
+        let mut targets =
+            coordinator::targets(&placement, kr.partition, q.n, |x| cluster.is_live(x));
         let need = Need::of(&q, kr.op.is_read_only());
         // The failure detector only suggests: when the nodes it calls live
         // cannot make the quorum (a node just started has heard from no
         // one yet), ask the replicas themselves.
         let primaries = targets.iter().filter(|t| t.primary).count();
         if targets.len() < need.total || primaries < need.primary {
-            targets = coordinator::targets(&ring, kr.partition, q.n, |_| true);
+            targets = coordinator::targets(&placement, kr.partition, q.n, |_| true);
         }
         let alone =
             targets.len() == 1 && targets[0].node == self.0.me && targets[0].hints.is_empty();
         if alone && need.total <= 1 && need.primary <= 1 && need.durable == 0 {
             return Ok(Path::Local);
         }
-        let mut spares = coordinator::spares(&ring, kr.partition, &targets, |x| cluster.is_live(x));
+        let mut spares =
+            coordinator::spares(&placement, kr.partition, &targets, |x| cluster.is_live(x));
         // Then the nodes the failure detector calls down, last: it lags
         // behind a node that is back, and a refused call costs little.
-        spares.extend(coordinator::spares(&ring, kr.partition, &targets, |x| {
-            !cluster.is_live(x)
-        }));
+        spares.extend(coordinator::spares(
+            &placement,
+            kr.partition,
+            &targets,
+            |x| !cluster.is_live(x),
+        ));
         Ok(Path::Replicated(targets, need, spares))
     }
 

@@ -74,7 +74,24 @@ impl KvVnode {
     /// Stage the write of `skey` (None removes it) in this batch, and keep
     /// the trees in step: the old entry's hash out, the new one's in.
     pub(super) fn stage(&mut self, skey: Vec<u8>, new: Option<Bytes>) {
-        let old = match self.with_stored(&skey, |v| Ok(tree::entry_hash(&skey, v))) {
+        self.stage_known(skey, new, None);
+    }
+
+    /// [`stage`](Self::stage), given the stored entry's hash if the caller
+    /// knows it (`Some(None)`: no entry). Returns the new entry's hash.
+    pub(super) fn stage_known(
+        &mut self,
+        skey: Vec<u8>,
+        new: Option<Bytes>,
+        old: Option<Option<u64>>,
+    ) -> Option<u64> {
+        // Whatever was cached for the key is no longer its state.
+        self.docs.remove(&skey);
+        let old = match old {
+            Some(h) => Ok(h),
+            None => self.with_stored(&skey, |v| Ok(tree::entry_hash(&skey, v))),
+        };
+        let old = match old {
             Ok(h) => h,
             Err(e) => {
                 // The old entry cannot be read: its hash cannot be taken
@@ -96,6 +113,7 @@ impl KvVnode {
             }
         }
         self.pending.insert(skey, new);
+        new_hash
     }
 
     /// Anti-entropy work of one tick: start a build when due, and read the
@@ -410,6 +428,8 @@ impl KvVnode {
             let bucket = Bytes::copy_from_slice(bucket);
             self.account(&bucket, Self::presence(&doc), None);
         }
+        // Behind the vnode's back: nothing cached may survive it.
+        self.docs.clear();
         match how {
             Damage::Lose => self.stage(skey, None),
             Damage::LoseSilently => {

@@ -68,7 +68,7 @@ impl KvVnode {
                 (m, knew_more)
             }
         };
-        let encoded = self.put_doc(bucket, key, skey, before, &merged, hints);
+        let (encoded, _) = self.put_doc(bucket, key, skey, before, &merged, hints, None);
         Ok(knew_more.then_some(encoded))
     }
 
@@ -134,7 +134,7 @@ impl KvVnode {
             }
             _ => doc.delete_with_context(ctx.as_ref(), stamp),
         }
-        let encoded = self.put_doc(bucket, key, skey, before, &doc, hints);
+        let (encoded, _) = self.put_doc(bucket, key, skey, before, &doc, hints, None);
         Ok((KvResponse::Reply(Reply::Ok), want_doc.then_some(encoded)))
     }
 

@@ -42,8 +42,9 @@ pub async fn request(
         let walk = w.ring.replicas(partition).len();
         let q = BucketProps::lookup(&w.ring, &bucket).resolve(w.ring.n_val(), walk, &overrides);
         let view = &w.nodes[via].view;
-        let targets = coordinator::targets(&w.ring, partition, q.n, |x| view[w.index(x)]);
-        let spares = coordinator::spares(&w.ring, partition, &targets, |x| view[w.index(x)]);
+        let placement = coordinator::Placement::new(std::sync::Arc::new(w.ring.clone()));
+        let targets = coordinator::targets(&placement, partition, q.n, |x| view[w.index(x)]);
+        let spares = coordinator::spares(&placement, partition, &targets, |x| view[w.index(x)]);
         let need = Need::of(&q, op.is_read_only());
         let kr = KeyReq {
             partition,
