@@ -84,8 +84,9 @@ struct RouterInner {
     clock: Arc<dyn Clock>,
     /// Read repairs in flight, node-wide.
     repairs: Arc<tokio::sync::Semaphore>,
-    /// The walks of the ring last routed by, recomputed when it changes.
-    placement: std::sync::Mutex<Option<Arc<coordinator::Placement>>>,
+    /// The walks and bucket properties of the ring last routed by,
+    /// recomputed when it changes.
+    route_cache: std::sync::Mutex<Option<route::RouteCache>>,
 }
 
 impl KvService {
@@ -121,7 +122,7 @@ impl KvService {
             cluster: OnceLock::new(),
             clock,
             repairs: coordinator::new_repair_budget(),
-            placement: std::sync::Mutex::new(None),
+            route_cache: std::sync::Mutex::new(None),
         }));
         Ok(Self {
             partitioner,

@@ -7,14 +7,27 @@ use crate::coordinator::{self, KeyReq, Need, Placement};
 use crate::props::BucketProps;
 use crate::vnode::{KvRequest, KvResponse, KvVnode};
 use crate::KvError;
+use bytes::Bytes;
 use colony_core::rpc::RpcError;
 use colony_core::vnode::VnodeHandle;
 use colony_core::{NodeId, PartitionId};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a coordinator keeps retrying a request whose partition is
 /// moving or whose owner is unreachable before answering TRYAGAIN.
 pub(super) const ROUTE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Most buckets whose properties the route cache keeps (it is emptied when
+/// full).
+const ROUTE_CACHE_BUCKETS: usize = 1024;
+
+/// What routing reads from the ring, computed once per ring.
+pub(super) struct RouteCache {
+    placement: Arc<Placement>,
+    props: HashMap<Bytes, BucketProps>,
+}
 
 pub(super) enum Target {
     Local,
@@ -71,17 +84,32 @@ impl Router {
             .collect())
     }
 
-    /// The walks of `ring`: the cached ones while the ring is the same.
-    fn placement(&self, ring: std::sync::Arc<colony_core::Ring>) -> std::sync::Arc<Placement> {
-        let mut cached = self.0.placement.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = cached.as_ref() {
-            if std::sync::Arc::ptr_eq(p.ring(), &ring) {
-                return p.clone();
-            }
+    /// The walks of `ring` and the properties of `bucket` in it: the
+    /// cached ones while the ring is the same (bucket properties live in
+    /// the ring's metadata, so they change only with it).
+    fn placement(
+        &self,
+        ring: Arc<colony_core::Ring>,
+        bucket: &Bytes,
+    ) -> (Arc<Placement>, BucketProps) {
+        let mut cached = self.0.route_cache.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = match cached.as_mut() {
+            Some(c) if Arc::ptr_eq(c.placement.ring(), &ring) => c,
+            _ => cached.insert(RouteCache {
+                placement: Arc::new(Placement::new(ring)),
+                props: HashMap::new(),
+            }),
+        };
+        let placement = cache.placement.clone();
+        if let Some(p) = cache.props.get(bucket) {
+            return (placement, p.clone());
         }
-        let p = std::sync::Arc::new(Placement::new(ring));
-        *cached = Some(p.clone());
-        p
+        let props = BucketProps::lookup(placement.ring(), bucket);
+        if cache.props.len() >= ROUTE_CACHE_BUCKETS {
+            cache.props.clear();
+        }
+        cache.props.insert(bucket.clone(), props.clone());
+        (placement, props)
     }
 
     /// How to serve a request for a key of `partition`, by this node's
@@ -93,13 +121,17 @@ impl Router {
         let ring = cluster.ring().ok_or_else(|| {
             KvError::TryAgain("this node is joining the cluster; retry shortly".into())
         })?;
-        let placement = self.placement(ring);
-        let ring = placement.ring();
-        let walk = placement.replicas(kr.partition).len();
-        let q = BucketProps::lookup(ring, &kr.bucket).resolve(ring.n_val(), walk, &kr.overrides);
+        let (placement, props) = self.placement(ring, &kr.bucket);
+        let replicas = placement.replicas(kr.partition);
+        let q = props.resolve(placement.ring().n_val(), replicas.len(), &kr.overrides);
+        let need = Need::of(&q, kr.op.is_read_only());
+        let single = need.total <= 1 && need.primary <= 1 && need.durable == 0;
+        if single && matches!(placement.walk(kr.partition), [only] if *only == self.0.me) {
+            // This node is the only one on the ring.
+            return Ok(Path::Local);
+        }
         let mut targets =
             coordinator::targets(&placement, kr.partition, q.n, |x| cluster.is_live(x));
-        let need = Need::of(&q, kr.op.is_read_only());
         // The failure detector only suggests: when the nodes it calls live
         // cannot make the quorum (a node just started has heard from no
         // one yet), ask the replicas themselves.
@@ -109,7 +141,7 @@ impl Router {
         }
         let alone =
             targets.len() == 1 && targets[0].node == self.0.me && targets[0].hints.is_empty();
-        if alone && need.total <= 1 && need.primary <= 1 && need.durable == 0 {
+        if alone && single {
             return Ok(Path::Local);
         }
         let mut spares =
