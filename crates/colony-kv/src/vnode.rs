@@ -722,6 +722,12 @@ impl Vnode for KvVnode {
         }
     }
 
+    /// Inline requests are committed one at a time: with an fsync per
+    /// commit, the mailbox's group commit is worth the wake-ups.
+    fn inline(&self) -> bool {
+        self.store.fsync_policy() != FsyncPolicy::Always
+    }
+
     fn tick(&mut self, _now: Instant) {
         if let Err(e) = self.expire_due() {
             tracing::warn!(partition = %self.partition, error = %e, "active expiry failed");

@@ -11,12 +11,19 @@ struct Counter {
     commits: Arc<AtomicU64>,
     gate: Arc<Mutex<()>>,
     entered: Arc<AtomicBool>,
+    inline: bool,
+    /// The task that handled the last request.
+    handled_by: Arc<Mutex<Option<tokio::task::Id>>>,
 }
 
 impl Vnode for Counter {
     type Request = u64;
     type Reply = u64;
+    fn inline(&self) -> bool {
+        self.inline
+    }
     fn handle(&mut self, add: u64) -> u64 {
+        *self.handled_by.lock().unwrap() = tokio::task::try_id();
         assert!(add != POISON, "poison request");
         if add == BLOCK {
             self.entered.store(true, Ordering::SeqCst);
@@ -36,19 +43,32 @@ struct Fixture {
     commits: Arc<AtomicU64>,
     gate: Arc<Mutex<()>>,
     entered: Arc<AtomicBool>,
+    handled_by: Arc<Mutex<Option<tokio::task::Id>>>,
 }
 
 fn start(config: VnodeConfig) -> Fixture {
+    start_with(config, false)
+}
+
+fn start_with(config: VnodeConfig, inline: bool) -> Fixture {
     let commits = Arc::new(AtomicU64::new(0));
     let gate = Arc::new(Mutex::new(()));
     let entered = Arc::new(AtomicBool::new(false));
-    let (c, g, e) = (commits.clone(), gate.clone(), entered.clone());
+    let handled_by = Arc::new(Mutex::new(None));
+    let (c, g, e, t) = (
+        commits.clone(),
+        gate.clone(),
+        entered.clone(),
+        handled_by.clone(),
+    );
     let factory = move |_p: PartitionId| {
         Ok(Counter {
             value: 0,
             commits: c.clone(),
             gate: g.clone(),
             entered: e.clone(),
+            inline,
+            handled_by: t.clone(),
         })
     };
     let set = VnodeSet::start([PartitionId(0), PartitionId(1)], Arc::new(factory), config)
@@ -58,6 +78,7 @@ fn start(config: VnodeConfig) -> Fixture {
         commits,
         gate,
         entered,
+        handled_by,
     }
 }
 
@@ -149,6 +170,65 @@ async fn a_full_mailbox_answers_overloaded_at_once() {
     drop(held);
     assert_eq!(blocked.await.unwrap(), Ok(0));
     assert_eq!(queued.await.unwrap(), Ok(1));
+    drop(h);
+    f.set.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_vnode_runs_requests_on_the_callers_task() {
+    let f = start_with(VnodeConfig::default(), true);
+    let h = f.set.get(PartitionId(0)).unwrap().clone();
+    let handled_by = f.handled_by.clone();
+    let caller = tokio::spawn(async move {
+        let mut last = 0;
+        for i in 1..=100 {
+            last = h.call(i).await.unwrap();
+            assert_eq!(
+                *handled_by.lock().unwrap(),
+                Some(tokio::task::id()),
+                "request {i} did not run inline"
+            );
+        }
+        last
+    });
+    assert_eq!(caller.await.unwrap(), 5050);
+    // Each inline request is committed before it is answered.
+    assert_eq!(f.commits.load(Ordering::SeqCst), 100);
+    f.set.shutdown().await;
+}
+
+/// A request still in the mailbox keeps the caller's later ones out of the
+/// inline path, so they cannot overtake it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_in_the_mailbox_is_never_overtaken_inline() {
+    let f = start_with(VnodeConfig::default(), true);
+    let h = f.set.get(PartitionId(0)).unwrap().clone();
+    // Busy vnode: the first request goes to the mailbox.
+    let busy = h.cell.state.lock().unwrap();
+    let first = h.send(1).unwrap();
+    drop(busy);
+    // Idle again, but the first request is not handled yet.
+    let second = h.send(10).unwrap();
+    assert_eq!(first.await.unwrap(), 1);
+    assert_eq!(second.await.unwrap(), 11);
+    drop(h);
+    f.set.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_panic_is_an_error_and_the_vnode_is_rebuilt() {
+    let f = start_with(VnodeConfig::default(), true);
+    let h = f.set.get(PartitionId(0)).unwrap().clone();
+    assert_eq!(h.call(5).await.unwrap(), 5);
+    assert_eq!(
+        h.call(POISON).await,
+        Err(CoreError::VnodeCrashed {
+            partition: PartitionId(0)
+        })
+    );
+    // Rebuilt from the factory: the in-memory state starts again.
+    assert_eq!(h.call(1).await.unwrap(), 1);
+    assert_eq!(h.call(1).await.unwrap(), 2);
     drop(h);
     f.set.shutdown().await;
 }

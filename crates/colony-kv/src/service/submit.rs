@@ -29,9 +29,12 @@ impl Pipeline {
 }
 
 /// A submitted key operation's reply, to await.
+// `Sent` is the common case and lives only until the reply is written:
+// boxing it would cost an allocation per request to save a few bytes.
+#[allow(clippy::large_enum_variant)]
 pub enum Submitted {
-    /// In a local vnode's mailbox; the request is kept to re-route it if
-    /// the partition turns out to have moved.
+    /// Answered by a local vnode (inline), or in its mailbox; the request
+    /// is kept to re-route it if the partition turns out to have moved.
     Sent(ReplyFuture<KvResponse>, Option<(Router, KeyReq)>),
     /// Going to (or retrying at) another node.
     Routed(Pin<Box<dyn Future<Output = Result<KvResponse, KvError>> + Send>>),
