@@ -40,8 +40,9 @@ SECRET=bench-secret
 STEP_REQUESTS=10000000
 
 cargo build --release -q -p colony-server -p colony-bench
-BIN=target/release/colony
-BENCH=target/release/colony-bench
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET_DIR/release/colony
+BENCH=$TARGET_DIR/release/colony-bench
 WORK=$(mktemp -d /tmp/colony-aae.XXXXXX)
 PIDS=()
 declare -A NODE_PID=()

@@ -18,8 +18,9 @@ OUT=${OUT:-rebalance-report.md}
 SECRET=bench-secret
 
 cargo build --release -q -p colony-server -p colony-bench
-BIN=target/release/colony
-BENCH=target/release/colony-bench
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET_DIR/release/colony
+BENCH=$TARGET_DIR/release/colony-bench
 WORK=$(mktemp -d /tmp/colony-rebalance.XXXXXX)
 PIDS=()
 cleanup() {
