@@ -458,9 +458,13 @@ impl KvVnode {
         // Removals join the batch's pending writes: one atomic write, and
         // fsynced before the reply when the policy says so.
         for item in self.store.data().prefix(&prefix) {
-            let k = item.key()?.to_vec();
+            let (k, v) = item.into_inner()?;
+            // The entry's hash from the value in hand: `stage` would look
+            // the key up again to take it out of the tree.
+            let old = crate::aae::tree::entry_hash(&k, &v);
+            let k = k.to_vec();
             self.note_dirty(&k);
-            self.stage(k, None);
+            self.stage_known(k, None, Some(Some(old)));
         }
         if bucket.is_none() {
             for item in self.store.expiry().prefix(self.partition.to_be_bytes()) {

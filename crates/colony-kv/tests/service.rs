@@ -176,6 +176,10 @@ async fn cached_states_and_trees_stay_equal_to_the_store() {
         };
         // Replies may be errors (WRONGTYPE): the states must agree anyway.
         let _ = kv.call(&b, k, op).await;
+        if rng.random_range(0..400) == 0 {
+            // FLUSHDB takes every key out of the trees.
+            kv.flush(Some(b.clone())).await.unwrap();
+        }
         if rng.random_range(0..20) == 0 {
             clock.0.fetch_add(10, Ordering::SeqCst);
         }
