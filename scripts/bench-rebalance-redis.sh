@@ -45,10 +45,7 @@ timeout 960 "$BENCH" -q "${TARGET[@]}" -w set --keyspace "$KEYS" -d "$VALUE" --l
 for port in "${CLUSTER_PORTS[@]}"; do redis_settle "$port"; done
 sleep "${QUIET_S:-20}"
 
-p99_of() { python3 -c '
-import json, sys
-t = json.load(open(sys.argv[1]))["steps"][-1]["total"]
-print(t["latency_us"]["p50"], t["latency_us"]["p99"], t["ok"])' "$1"; }
+p99_of() { python3 "$ROOT/scripts/lib/latency.py" one "$1"; }
 
 log "baseline latency"
 timeout 60 "$BENCH" -q "${TARGET[@]}" -w a --keyspace "$KEYS" -d "$VALUE" --rate "$RATE" \
@@ -125,15 +122,7 @@ wait "$LOADPID" 2>/dev/null || true
 moved_keys=$(rcli -p "$NEW" dbsize)
 slots=$(rcli -p "$NEW" cluster nodes | awk '/myself/ {
     n = 0; for (i = 9; i <= NF; i++) { split($i, r, "-"); n += (r[2] == "" ? 1 : r[2] - r[1] + 1) } print n }')
-read -r D50 D99 _ < <(python3 - "$WORK" <<'PY'
-import glob, json, statistics, sys
-p50, p99 = [], []
-for f in sorted(glob.glob(sys.argv[1] + "/during*.json")):
-    t = json.load(open(f))["steps"][-1]["total"]
-    p50.append(t["latency_us"]["p50"]); p99.append(t["latency_us"]["p99"])
-print(statistics.median(p50) if p50 else "?", max(p99) if p99 else "?")
-PY
-)
+read -r D50 D99 _ < <(python3 "$ROOT/scripts/lib/latency.py" steps "$WORK")
 secs=$(python3 -c "print(round($t1 - $t0, 1))")
 mib=$(python3 -c "print(round($moved_keys * ($VALUE + 16) / 1048576))")
 rate=$(python3 -c "print(round($moved_keys * ($VALUE + 16) / 1048576 / max($t1 - $t0, 0.001), 1))")

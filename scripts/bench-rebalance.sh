@@ -61,11 +61,7 @@ sys.exit(0 if ok else 1)' "$want"; then
     return 1
 }
 
-p99_of() { python3 -c '
-import json, sys
-r = json.load(open(sys.argv[1]))
-t = r["steps"][-1]["total"]
-print(t["latency_us"]["p50"], t["latency_us"]["p99"], t["ok"])' "$1"; }
+p99_of() { python3 scripts/lib/latency.py one "$1"; }
 
 handoff_bytes() { # sum of colony_handoff_bytes_total over nodes 1..3
     local total=0 v
@@ -117,15 +113,7 @@ t1=$(date +%s.%N)
 touch "$WORK/settled"
 wait "$LOADPID" 2>/dev/null || true
 bytes1=$(handoff_bytes)
-read -r D50 D99 _ < <(python3 - "$WORK" <<'PY'
-import glob, json, statistics, sys
-p50, p99, ops = [], [], 0
-for f in sorted(glob.glob(sys.argv[1] + "/during*.json")):
-    t = json.load(open(f))["steps"][-1]["total"]
-    p50.append(t["latency_us"]["p50"]); p99.append(t["latency_us"]["p99"]); ops += t["ok"]
-print(statistics.median(p50) if p50 else "?", max(p99) if p99 else "?", ops)
-PY
-)
+read -r D50 D99 _ < <(python3 scripts/lib/latency.py steps "$WORK")
 secs=$(python3 -c "print(round($t1 - $t0, 1))")
 moved=$((bytes1 - bytes0))
 rate=$(python3 -c "print(round($moved / 1048576 / max($t1 - $t0, 0.001), 1))")
