@@ -44,6 +44,19 @@ pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(
                 Err(e) => WriterEnd::Failed(e),
             };
         }
+        // Under load, the tasks that will queue the next frames are
+        // usually ready to run: let them run once before writing, and
+        // take what they queued, so those frames share this system call.
+        // An idle connection pays one trip through the run queue.
+        if batch.len() < batch_limit {
+            tokio::task::yield_now().await;
+            while batch.len() < batch_limit {
+                match rx.try_recv() {
+                    Ok(frame) => batch.push(frame),
+                    Err(_) => break,
+                }
+            }
+        }
         let written = tokio::select! {
             _ = stop.cancelled() => return WriterEnd::Stopped,
             r = write_batch(&mut out, &mut batch) => r,
