@@ -7,11 +7,13 @@ use crate::crdt::Doc;
 use crate::vnode::{KvRequest as Req, KvResponse};
 use crate::{Clock, KeyOp, KvError, Reply};
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use tokio::sync::mpsc;
 
-type Answers = mpsc::Receiver<(usize, Result<KvResponse, CallFailed>)>;
+/// The calls of a read still outstanding: (target index, answer).
+type Pending = FuturesUnordered<BoxFuture<'static, (usize, Result<KvResponse, CallFailed>)>>;
 
 /// Read: ask every target, merge the first `need` answers, answer from
 /// the merged state; then repair the targets that were behind.
@@ -24,23 +26,26 @@ pub async fn read<T: ReplicaTransport>(
     spares: &[colony_core::NodeId],
 ) -> Result<KvResponse, KvError> {
     let mut tally = Tally::new(need, &targets);
-    let (tx, mut rx) = mpsc::channel(targets.len().max(1));
+    // The calls run inside this future (no task each); the ones still
+    // outstanding when the tally is met go on in the repair task.
+    let mut pending: Pending = FuturesUnordered::new();
     for (i, t) in targets.iter().enumerate() {
         let req = Req::Fetch {
             bucket: kr.bucket.clone(),
             key: kr.key.clone(),
             hash: kr.hash,
         };
-        let (net, node, tx) = (net.clone(), t.node.clone(), tx.clone());
-        tokio::spawn(async move {
+        let (net, node) = (net.clone(), t.node.clone());
+        pending.push(Box::pin(async move {
             let r = net.call(&node, kr.partition, req).await;
-            let _ = tx.send((i, r)).await;
-        });
+            (i, r)
+        }));
     }
-    drop(tx);
     let mut answers: Vec<(usize, Option<Bytes>)> = Vec::with_capacity(targets.len());
     while tally.verdict() == Verdict::Waiting {
-        let Some((i, r)) = rx.recv().await else { break };
+        let Some((i, r)) = pending.next().await else {
+            break;
+        };
         match r {
             Ok(KvResponse::Doc(d)) => {
                 tally.ok(&targets[i], false);
@@ -83,7 +88,7 @@ pub async fn read<T: ReplicaTransport>(
     let merged = merge_answers(&answers)?;
     let out = answer_from(&kr.op, merged.as_ref(), clock.now_ms());
     let net = net.clone();
-    tokio::spawn(async move { repair(&net, kr, targets, answers, rx).await });
+    tokio::spawn(async move { repair(&net, kr, targets, answers, pending).await });
     Ok(out)
 }
 
@@ -94,12 +99,16 @@ async fn repair<T: ReplicaTransport>(
     kr: KeyReq,
     targets: Vec<Target>,
     mut answers: Vec<(usize, Option<Bytes>)>,
-    mut rx: Answers,
+    mut pending: Pending,
 ) {
-    while let Ok(Some((i, r))) = tokio::time::timeout(REPLICA_TIMEOUT, rx.recv()).await {
+    while let Ok(Some((i, r))) = tokio::time::timeout(REPLICA_TIMEOUT, pending.next()).await {
         if let Ok(KvResponse::Doc(d)) = r {
             answers.push((i, d));
         }
+    }
+    // The common case: every replica answered the same state.
+    if answers.len() == targets.len() && answers.iter().all(|(_, d)| *d == answers[0].1) {
+        return;
     }
     let Ok(Some(merged)) = merge_answers(&answers) else {
         return;
@@ -137,8 +146,12 @@ async fn repair<T: ReplicaTransport>(
 /// The merge of every state answered (None: no replica has the key).
 fn merge_answers(answers: &[(usize, Option<Bytes>)]) -> Result<Option<Doc>, KvError> {
     let mut merged: Option<Doc> = None;
-    for (_, d) in answers {
+    for (n, (_, d)) in answers.iter().enumerate() {
         if let Some(bytes) = d {
+            // Equal states (the usual case) are decoded once.
+            if answers[..n].iter().any(|(_, e)| e.as_ref() == Some(bytes)) {
+                continue;
+            }
             let doc = Doc::decode(bytes)?;
             match &mut merged {
                 Some(m) => m.merge(&doc),
