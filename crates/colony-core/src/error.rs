@@ -13,6 +13,13 @@ pub enum CoreError {
     /// The vnode crashed while handling the request (it is being restarted).
     #[error("partition {partition} restarted while handling the request, retry")]
     VnodeCrashed { partition: PartitionId },
+    /// The request was handled, but its commit could not be handed to
+    /// storage: whether it persists is unknown.
+    #[error("partition {partition} could not persist the write: {reason}")]
+    NotDurable {
+        partition: PartitionId,
+        reason: String,
+    },
     /// The vnode is stopped (node shutting down, or restart budget exhausted).
     #[error("partition {partition} is not running")]
     VnodeStopped { partition: PartitionId },

@@ -34,6 +34,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod flush;
+pub use flush::{Barrier, GroupFlush};
+
 /// The state of one partition of a service.
 pub trait Vnode: Send + 'static {
     type Request: Send + 'static;
@@ -56,6 +59,13 @@ pub trait Vnode: Send + 'static {
     /// committed alone, without the group commit of a mailbox batch).
     fn inline(&self) -> bool {
         false
+    }
+
+    /// After `commit`: what the replies of the batch must wait for before
+    /// they are seen (a node-wide [`GroupFlush`]); None if the commit is
+    /// already as durable as the vnode promises.
+    fn barrier(&mut self) -> Option<Barrier> {
+        None
     }
 }
 
@@ -101,7 +111,7 @@ impl Default for VnodeConfig {
 
 struct Envelope<V: Vnode> {
     request: V::Request,
-    reply: oneshot::Sender<V::Reply>,
+    reply: oneshot::Sender<(V::Reply, Option<Barrier>)>,
 }
 
 /// What a vnode's handles and its supervisor share.
@@ -181,6 +191,7 @@ impl<V: Vnode> VnodeHandle<V> {
             Ok(()) => Ok(ReplyFuture {
                 partition,
                 state: Waiting::Mailbox(rx),
+                flushing: None,
             }),
             Err(e) => {
                 self.cell.unhandled.fetch_sub(1, Ordering::SeqCst);
@@ -220,12 +231,13 @@ impl<V: Vnode> VnodeHandle<V> {
             let mut replies = [vnode.handle(request)];
             vnode.commit(&mut replies);
             let [reply] = replies;
-            reply
+            (reply, vnode.barrier())
         }));
         match handled {
             Ok(reply) => Ok(Ok(ReplyFuture {
                 partition,
                 state: Waiting::Ready(Some(reply)),
+                flushing: None,
             })),
             Err(_) => {
                 // The vnode's state is suspect: the supervisor rebuilds it.
@@ -244,15 +256,19 @@ impl<V: Vnode> VnodeHandle<V> {
 }
 
 /// The reply to a request: already there (it ran inline), or to come from
-/// the vnode's mailbox.
+/// the vnode's mailbox; then, if its commit is not flushed yet, it waits
+/// for the group flush.
 pub struct ReplyFuture<R> {
     partition: PartitionId,
     state: Waiting<R>,
+    flushing: Option<(Option<R>, Flushing)>,
 }
 
+type Flushing = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
 enum Waiting<R> {
-    Ready(Option<R>),
-    Mailbox(oneshot::Receiver<R>),
+    Ready(Option<(R, Option<Barrier>)>),
+    Mailbox(oneshot::Receiver<(R, Option<Barrier>)>),
 }
 
 // The reply is never pinned in place: it is moved out whole.
@@ -264,14 +280,33 @@ impl<R> std::future::Future for ReplyFuture<R> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
         let partition = self.partition;
-        match &mut self.state {
-            Waiting::Ready(r) => {
-                std::task::Poll::Ready(r.take().ok_or(CoreError::VnodeCrashed { partition }))
+        if let Some((reply, flushing)) = &mut self.flushing {
+            return match flushing.as_mut().poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(())) => {
+                    Poll::Ready(reply.take().ok_or(CoreError::VnodeCrashed { partition }))
+                }
+                Poll::Ready(Err(reason)) => {
+                    Poll::Ready(Err(CoreError::NotDurable { partition, reason }))
+                }
+            };
+        }
+        let answer = match &mut self.state {
+            Waiting::Ready(r) => r.take().ok_or(CoreError::VnodeCrashed { partition }),
+            Waiting::Mailbox(rx) => match std::pin::Pin::new(rx).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => r.map_err(|_| CoreError::VnodeCrashed { partition }),
+            },
+        };
+        match answer {
+            Ok((reply, Some(barrier))) if !barrier.passed() => {
+                self.flushing = Some((Some(reply), barrier.wait()));
+                self.poll(cx)
             }
-            Waiting::Mailbox(rx) => std::pin::Pin::new(rx)
-                .poll(cx)
-                .map(|r| r.map_err(|_| CoreError::VnodeCrashed { partition })),
+            Ok((reply, _)) => Poll::Ready(Ok(reply)),
+            Err(e) => Poll::Ready(Err(e)),
         }
     }
 }
@@ -483,15 +518,22 @@ impl<V: Vnode> VnodeSupervisor<V> {
             }
         }
         let done = replies.len() + usize::from(crashed);
-        if !replies.is_empty()
-            && catch_unwind(AssertUnwindSafe(|| vnode.commit(&mut replies))).is_err()
-        {
+        let committed = if replies.is_empty() {
+            Ok(None)
+        } else {
+            catch_unwind(AssertUnwindSafe(|| {
+                vnode.commit(&mut replies);
+                vnode.barrier()
+            }))
+        };
+        let Ok(barrier) = committed else {
             // The batch's durability is unknown: its callers get errors.
             self.cell.unhandled.fetch_sub(done, Ordering::SeqCst);
             return Err(());
-        }
+        };
         for (reply, sender) in replies.into_iter().zip(senders) {
-            let _ = sender.send(reply);
+            let b = barrier.as_ref().map(Barrier::share);
+            let _ = sender.send((reply, b));
         }
         self.cell.unhandled.fetch_sub(done, Ordering::SeqCst);
         if crashed {

@@ -15,6 +15,7 @@
 //! store that fjall cannot open: never a silent empty store.
 
 use crate::KvError;
+use colony_core::vnode::GroupFlush;
 use colony_core::PartitionId;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::path::{Path, PathBuf};
@@ -54,6 +55,9 @@ pub struct Store {
     hints: Keyspace,
     fsync: FsyncPolicy,
     stop: Arc<AtomicBool>,
+    /// Commits not fsynced one by one are flushed to the OS together
+    /// before their replies are seen.
+    group: Arc<GroupFlush>,
 }
 
 impl Store {
@@ -100,7 +104,14 @@ impl Store {
         if let FsyncPolicy::Periodic(every) = config.fsync {
             spawn_syncer(db.clone(), every, stop.clone());
         }
+        let flush_db = db.clone();
+        let group = GroupFlush::new(move || {
+            flush_db
+                .persist(PersistMode::Buffer)
+                .map_err(|e| format!("writing the journal failed: {e}"))
+        });
         Ok(Arc::new(Self {
+            group,
             db,
             data,
             expiry,
@@ -134,8 +145,15 @@ impl Store {
     }
 
     /// A new atomic write batch (flushed to the OS on commit).
+    /// A batch of writes; committed, it is in the journal's buffer but not
+    /// yet handed to the OS: see [`Store::group_flush`].
     pub fn batch(&self) -> fjall::OwnedWriteBatch {
-        self.db.batch()
+        self.db.batch().durability(None)
+    }
+
+    /// The node-wide group flush that hands committed batches to the OS.
+    pub fn group_flush(&self) -> &Arc<GroupFlush> {
+        &self.group
     }
 
     /// Make every write so far durable.

@@ -236,6 +236,9 @@ impl KvVnode {
             self.docs.clear();
             return Err(e.into());
         }
+        if !sync {
+            self.store.group_flush().committed();
+        }
         Ok(())
     }
 
@@ -730,6 +733,15 @@ impl Vnode for KvVnode {
     /// commit, the mailbox's group commit is worth the wake-ups.
     fn inline(&self) -> bool {
         self.store.fsync_policy() != FsyncPolicy::Always
+    }
+
+    /// Replies wait until every commit made so far (theirs, and any other
+    /// a read may have seen) is handed to the OS, by one shared flush.
+    fn barrier(&mut self) -> Option<colony_core::vnode::Barrier> {
+        if self.store.fsync_policy() == FsyncPolicy::Always {
+            return None;
+        }
+        self.store.group_flush().barrier()
     }
 
     fn tick(&mut self, _now: Instant) {

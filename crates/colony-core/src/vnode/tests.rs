@@ -225,3 +225,87 @@ async fn a_request_in_the_mailbox_is_never_overtaken_inline() {
 async fn an_inline_panic_is_an_error_and_the_vnode_is_rebuilt() {
     a_panic_is_an_error_and_the_vnode_is_rebuilt(true).await;
 }
+
+/// A vnode whose commits go to a buffer that a shared group flush empties.
+struct Buffered {
+    group: Arc<GroupFlush>,
+    inline: bool,
+}
+
+impl Vnode for Buffered {
+    type Request = u64;
+    type Reply = u64;
+    fn inline(&self) -> bool {
+        self.inline
+    }
+    fn handle(&mut self, x: u64) -> u64 {
+        x
+    }
+    fn commit(&mut self, _replies: &mut [u64]) {
+        self.group.committed();
+    }
+    fn barrier(&mut self) -> Option<Barrier> {
+        self.group.barrier()
+    }
+}
+
+#[tokio::test]
+async fn no_reply_is_seen_before_its_commit_is_flushed() {
+    for inline in [false, true] {
+        let flushes = Arc::new(AtomicU64::new(0));
+        let f = flushes.clone();
+        let group = GroupFlush::new(move || {
+            f.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let g = group.clone();
+        let factory = move |_p: PartitionId| {
+            Ok(Buffered {
+                group: g.clone(),
+                inline,
+            })
+        };
+        let set = VnodeSet::start([PartitionId(0)], Arc::new(factory), VnodeConfig::default())
+            .expect("start");
+        let h = set.get(PartitionId(0)).unwrap().clone();
+        for i in 1..=3 {
+            assert_eq!(h.call(i).await.unwrap(), i);
+            assert_eq!(
+                flushes.load(Ordering::SeqCst),
+                i,
+                "inline={inline}: reply {i} seen before its flush"
+            );
+        }
+        // Many callers at once share flushes.
+        let calls: Vec<_> = (0..50).map(|i| h.send(i).unwrap()).collect();
+        for (i, c) in calls.into_iter().enumerate() {
+            assert_eq!(c.await.unwrap(), i as u64);
+        }
+        assert!(
+            flushes.load(Ordering::SeqCst) < 3 + 50,
+            "inline={inline}: no flush was shared"
+        );
+        assert!(group.barrier().is_none(), "a commit was left unflushed");
+        set.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_flush_fails_the_reply() {
+    let group = GroupFlush::new(|| Err("no space left on device".to_string()));
+    let g = group.clone();
+    let factory = move |_p: PartitionId| {
+        Ok(Buffered {
+            group: g.clone(),
+            inline: true,
+        })
+    };
+    let set = VnodeSet::start([PartitionId(0)], Arc::new(factory), VnodeConfig::default()).unwrap();
+    let h = set.get(PartitionId(0)).unwrap().clone();
+    let err = h.call(7).await.unwrap_err();
+    assert!(
+        matches!(&err, CoreError::NotDurable { reason, .. } if reason.contains("no space")),
+        "{err:?}"
+    );
+    set.shutdown().await;
+}
