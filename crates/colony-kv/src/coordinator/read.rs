@@ -85,6 +85,22 @@ pub async fn read<T: ReplicaTransport>(
         metrics::counter!("colony_kv_quorum_failures_total", "op" => "read").increment(1);
         return Err(tally.unmet("read"));
     }
+    // A fallback's "not found" only says it holds no hint for the key. When
+    // every answer so far is "not found" and one came from a fallback, a
+    // replica still to answer may hold the key (the one that missed the
+    // write answered): wait for the others before saying it is not there.
+    let fallback = |i: usize| targets.get(i).is_none_or(|t| !t.primary);
+    if answers.iter().all(|(_, d)| d.is_none()) && answers.iter().any(|(i, _)| fallback(*i)) {
+        while let Ok(Some((i, r))) = tokio::time::timeout(REPLICA_TIMEOUT, pending.next()).await {
+            if let Ok(KvResponse::Doc(d)) = r {
+                let found = d.is_some();
+                answers.push((i, d));
+                if found {
+                    break;
+                }
+            }
+        }
+    }
     let merged = merge_answers(&answers)?;
     let out = answer_from(&kr.op, merged.as_ref(), clock.now_ms());
     let net = net.clone();

@@ -121,3 +121,117 @@ fn durable_answers_count_only_when_asked_for() {
     t.ok(&ts[1], false);
     assert_eq!(t.verdict(), Verdict::Unmet);
 }
+
+/// A transport over canned answers: each node answers `Fetch` with its
+/// state after its delay.
+#[derive(Clone)]
+struct Canned {
+    me: NodeId,
+    answers: Arc<std::collections::HashMap<NodeId, (u64, Option<bytes::Bytes>)>>,
+    repairs: Arc<tokio::sync::Semaphore>,
+}
+
+impl ReplicaTransport for Canned {
+    fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    async fn call(
+        &self,
+        node: &NodeId,
+        _partition: PartitionId,
+        req: crate::vnode::KvRequest,
+    ) -> Result<crate::vnode::KvResponse, CallFailed> {
+        let Some((delay_ms, doc)) = self.answers.get(node).cloned() else {
+            return Err(CallFailed::new(
+                crate::KvError::Unavailable(format!("{node} is down")),
+                false,
+            ));
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        match req {
+            crate::vnode::KvRequest::Fetch { .. } => Ok(crate::vnode::KvResponse::Doc(doc)),
+            // Repairs: accepted, nothing to check here.
+            _ => Ok(crate::vnode::KvResponse::Merged {
+                changed: None,
+                durable: false,
+            }),
+        }
+    }
+
+    fn repair_budget(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.repairs
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallbacks_not_found_waits_for_the_replica_still_to_answer() {
+    // node1 holds the key but answers last; node2 missed the write; node4
+    // stands in for a dead node3 and has nothing. r=2 is met by node2 and
+    // node4, but neither of their "not found" says the key is absent.
+    let doc = crate::crdt::Doc::default().encode();
+    let answers = [
+        (n(1), (50, Some(doc.clone()))),
+        (n(2), (1, None)),
+        (n(4), (1, None)),
+    ];
+    let net = Canned {
+        me: n(1),
+        answers: Arc::new(answers.into_iter().collect()),
+        repairs: new_repair_budget(),
+    };
+    let target = |i: usize, primary: bool| Target {
+        node: n(i),
+        primary,
+        hints: if primary { Vec::new() } else { vec![n(3)] },
+    };
+    let kr = KeyReq {
+        partition: PartitionId(0),
+        bucket: bytes::Bytes::from_static(b"default"),
+        key: bytes::Bytes::from_static(b"k"),
+        hash: 0,
+        op: crate::KeyOp::FetchDoc,
+        overrides: Default::default(),
+    };
+    let need = Need {
+        total: 2,
+        primary: 0,
+        durable: 0,
+    };
+    let targets = vec![target(1, true), target(2, true), target(4, false)];
+    let got = read(
+        &net,
+        kr.clone(),
+        targets,
+        need,
+        &crate::clock::SystemClock,
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(&got, crate::vnode::KvResponse::Doc(Some(d)) if *d == doc),
+        "{got:?}"
+    );
+
+    // Two primaries saying "not found" is an answer: no waiting for the third.
+    let answers = [
+        (n(1), (5_000, Some(doc.clone()))),
+        (n(2), (1, None)),
+        (n(3), (1, None)),
+    ];
+    let net = Canned {
+        answers: Arc::new(answers.into_iter().collect()),
+        ..net
+    };
+    let targets = vec![target(1, true), target(2, true), target(3, true)];
+    let started = tokio::time::Instant::now();
+    let got = read(&net, kr, targets, need, &crate::clock::SystemClock, &[])
+        .await
+        .unwrap();
+    assert!(
+        matches!(got, crate::vnode::KvResponse::Doc(None)),
+        "{got:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_millis(5_000));
+}
