@@ -9,7 +9,9 @@
 #      RUNS) and p50/p99 latency;
 #   4. for Redis and one Colony node: RSS after loading MEM_KEYS distinct 100-byte
 #      values, then restart time after kill -9 with those keys;
-#   5. prints a markdown report and writes it to OUT.
+#   5. for each target: latency under an open-loop load of half its peak
+#      (the median pipeline-1 throughput of HALF_WORKLOAD), for HALF_SECONDS;
+#   6. prints a markdown report and writes it to OUT.
 #
 # Environment (defaults in brackets):
 #   N [200000]            requests per measured run (each run also stops at DURATION)
@@ -24,6 +26,9 @@
 #   MEM_DURATION [600]    cap in seconds on loading them
 #   STARTUP_RUNS [5]      empty start-ups timed per server (median reported)
 #   RECOVERY_RUNS [RUNS]  kill -9 and restarts timed per server (median reported)
+#   HALF_WORKLOAD ["a:zipfian"]  workload of the half-of-peak latency runs (needs
+#                         pipeline 1 of it among the throughput runs; skipped otherwise)
+#   HALF_SECONDS [20]     length of each half-of-peak run
 #   SKIP_MEMORY=1         skip memory and recovery
 #   OUT [bench-report.md] where the report is written (it is also printed)
 #   RESULTS_DIR           if set, raw colony-bench JSON and server logs are copied here
@@ -35,7 +40,8 @@
 set -euo pipefail
 
 SETTINGS="N RUNS CLIENTS KEYSPACE DURATION PIPELINES WORKLOADS TARGETS MEM_KEYS
-MEM_DURATION STARTUP_RUNS RECOVERY_RUNS SKIP_MEMORY OUT RESULTS_DIR COLONY_BIN BENCH_BIN"
+MEM_DURATION STARTUP_RUNS RECOVERY_RUNS HALF_WORKLOAD HALF_SECONDS SKIP_MEMORY OUT RESULTS_DIR
+COLONY_BIN BENCH_BIN"
 COMMAND=""
 for v in $SETTINGS; do
     if [ -n "${!v+x}" ]; then COMMAND+="$v=$(printf %q "${!v}") "; fi
@@ -54,6 +60,8 @@ MEM_KEYS=${MEM_KEYS:-1000000}
 MEM_DURATION=${MEM_DURATION:-600}
 STARTUP_RUNS=${STARTUP_RUNS:-5}
 RECOVERY_RUNS=${RECOVERY_RUNS:-$RUNS}
+HALF_WORKLOAD=${HALF_WORKLOAD:-a:zipfian}
+HALF_SECONDS=${HALF_SECONDS:-20}
 SKIP_MEMORY=${SKIP_MEMORY:-0}
 OUT=${OUT:-bench-report.md}
 VALUE_SIZE=100
@@ -201,6 +209,44 @@ measure_throughput() {
     done
 }
 
+# Latency at half of each target's peak: an open-loop (fixed-rate) run at half
+# the median pipeline-1 throughput of HALF_WORKLOAD, latency counted from each
+# operation's scheduled send time (no coordinated omission).
+measure_half_peak() {
+    local workload=${HALF_WORKLOAD%%:*} dist=${HALF_WORKLOAD#*:} t peak rate json
+    for t in $TARGETS; do
+        peak=$(python3 - "$RESULTS" "$t" "$workload" "$dist" <<'PY'
+import glob, json, statistics, sys
+d, t, w, dist = sys.argv[1:]
+ops = []
+for path in glob.glob(f"{d}/tp-{t}-{w}-{dist}-p1-r*.json"):
+    with open(path) as f:
+        steps = json.load(f)["steps"]
+    if steps:
+        ops.append(steps[0]["total"]["ops_per_sec"])
+print(int(statistics.median(ops)) if ops else "")
+PY
+)
+        if [ -z "$peak" ]; then
+            log "$t: no pipeline-1 run of $workload ($dist) to take the peak from; no half-peak run"
+            continue
+        fi
+        rate=$((peak / 2))
+        record "half.$t.peak" "$peak"
+        record "half.$t.rate" "$rate"
+        log "$t: open loop at $rate ops/s (half of $peak), $HALF_SECONDS s"
+        json=$RESULTS/half-$t.json
+        # shellcheck disable=SC2086 # SERVER_OF holds several words
+        bench_run "$json" $((2 * HALF_SECONDS + 60)) ${SERVER_OF[$t]} \
+            --workload "$workload" --dist "$dist" --keyspace "$KEYSPACE" \
+            --clients "$CLIENTS" --rate "$rate" --requests $((rate * HALF_SECONDS)) \
+            --duration $((2 * HALF_SECONDS)) ||
+            log "warning: $t half-peak run failed: $(tail -n 3 "${json%.json}.err")"
+        # shellcheck disable=SC2086
+        alive ${PIDS_OF[$t]} || die "$t died during the half-peak run (logs in $WORK)"
+    done
+}
+
 # Redis rewrites its AOF (a fork) as it grows: how often it did so during the
 # runs is part of what the throughput figures include.
 count_aof_rewrites() {
@@ -284,6 +330,7 @@ log "timing $STARTUP_RUNS empty start-ups of each server"
 measure_startup
 start_targets
 measure_throughput
+measure_half_peak
 count_aof_rewrites
 stop_targets
 if [ "$SKIP_MEMORY" != 1 ]; then
