@@ -6,9 +6,10 @@
 //! the key, so a pipelined client's writes apply in order), which returns
 //! the key's new state; the coordinator then merges that state into the
 //! other replicas and answers once `w` of them (`pw` primaries, `dw` of them
-//! durably) hold it. A read asks every replica, merges the first `r`
-//! answers, answers from the merged state, and repairs the replicas that
-//! were behind. Replicas converge whatever the order: states are CRDTs.
+//! durably) hold it. A read asks as many replicas as `r` needs
+//! (one more when one fails or is slow), merges the first `r` answers,
+//! answers from the merged state, and repairs the replicas that were
+//! behind. Replicas converge whatever the order: states are CRDTs.
 
 use colony_core::{NodeId, PartitionId, Ring};
 use std::sync::Arc;

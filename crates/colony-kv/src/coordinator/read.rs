@@ -1,5 +1,6 @@
-//! A replicated read: ask every target, merge the first `r` answers,
-//! answer from the merged state; then repair the targets that were behind.
+//! A replicated read: ask as many targets as `r` needs (more when some
+//! fail or are slow), merge the first `r` answers, answer from the merged
+//! state; then repair the targets that were behind.
 
 use super::{CallFailed, KeyReq, Need, ReplicaTransport, Tally, Target, Verdict, REPLICA_TIMEOUT};
 use crate::apply::{self, Ctx, Out};
@@ -15,8 +16,14 @@ use rand::SeedableRng;
 /// The calls of a read still outstanding: (target index, answer).
 type Pending = FuturesUnordered<BoxFuture<'static, (usize, Result<KvResponse, CallFailed>)>>;
 
-/// Read: ask every target, merge the first `need` answers, answer from
-/// the merged state; then repair the targets that were behind.
+/// How long a read waits for the targets it asked before it asks one more
+/// (a replica that is slow, paused, or not yet known to be down).
+pub const SPECULATE_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Read: ask as many targets as the quorum needs (this node first), one
+/// more whenever one fails or the others are slow; merge the first `need`
+/// answers and answer from the merged state; then repair the targets that
+/// were behind.
 pub async fn read<T: ReplicaTransport>(
     net: &T,
     kr: KeyReq,
@@ -29,30 +36,46 @@ pub async fn read<T: ReplicaTransport>(
     // The calls run inside this future (no task each); the ones still
     // outstanding when the tally is met go on in the repair task.
     let mut pending: Pending = FuturesUnordered::new();
-    for (i, t) in targets.iter().enumerate() {
-        let req = Req::Fetch {
-            bucket: kr.bucket.clone(),
-            key: kr.key.clone(),
-            hash: kr.hash,
-        };
-        let (net, node) = (net.clone(), t.node.clone());
-        pending.push(Box::pin(async move {
-            let r = net.call(&node, kr.partition, req).await;
-            (i, r)
-        }));
+    let order = ask_order(net.me(), &targets, kr.hash);
+    let mut asked = 0;
+    let first = need.total.max(need.primary).max(1).min(order.len());
+    while asked < first {
+        ask(&mut pending, net, &kr, order[asked], &targets);
+        asked += 1;
     }
     let mut answers: Vec<(usize, Option<Bytes>)> = Vec::with_capacity(targets.len());
+    let speculate = tokio::time::sleep(SPECULATE_AFTER);
+    tokio::pin!(speculate);
     while tally.verdict() == Verdict::Waiting {
-        let Some((i, r)) = pending.next().await else {
-            break;
-        };
-        match r {
-            Ok(KvResponse::Doc(d)) => {
-                tally.ok(&targets[i], false);
-                answers.push((i, d));
+        if pending.is_empty() {
+            // Everyone asked has answered and the quorum is not met yet
+            // (failures, or too few primaries): ask the next.
+            if asked == order.len() {
+                break;
             }
-            Ok(other) => tally.failed(&targets[i], format!("unexpected {other:?}")),
-            Err(f) => tally.failed(&targets[i], f.err.to_string()),
+            ask(&mut pending, net, &kr, order[asked], &targets);
+            asked += 1;
+            continue;
+        }
+        tokio::select! {
+            biased;
+            got = pending.next() => {
+                let Some((i, r)) = got else { continue };
+                match r {
+                    Ok(KvResponse::Doc(d)) => {
+                        tally.ok(&targets[i], false);
+                        answers.push((i, d));
+                    }
+                    Ok(other) => tally.failed(&targets[i], format!("unexpected {other:?}")),
+                    Err(f) => tally.failed(&targets[i], f.err.to_string()),
+                }
+            }
+            () = &mut speculate, if asked < order.len() => {
+                metrics::counter!("colony_kv_read_speculations_total").increment(1);
+                ask(&mut pending, net, &kr, order[asked], &targets);
+                asked += 1;
+                speculate.as_mut().reset(tokio::time::Instant::now() + SPECULATE_AFTER);
+            }
         }
     }
     // Targets failed that the failure detector still calls live: ask
@@ -91,6 +114,10 @@ pub async fn read<T: ReplicaTransport>(
     // write answered): wait for the others before saying it is not there.
     let fallback = |i: usize| targets.get(i).is_none_or(|t| !t.primary);
     if answers.iter().all(|(_, d)| d.is_none()) && answers.iter().any(|(i, _)| fallback(*i)) {
+        while asked < order.len() {
+            ask(&mut pending, net, &kr, order[asked], &targets);
+            asked += 1;
+        }
         while let Ok(Some((i, r))) = tokio::time::timeout(REPLICA_TIMEOUT, pending.next()).await {
             if let Ok(KvResponse::Doc(d)) = r {
                 let found = d.is_some();
@@ -106,6 +133,49 @@ pub async fn read<T: ReplicaTransport>(
     let net = net.clone();
     tokio::spawn(async move { repair(&net, kr, targets, answers, pending).await });
     Ok(out)
+}
+
+/// The order in which a read asks its targets: primaries before fallbacks,
+/// this node first; the other primaries in an order that turns with the
+/// key, so reads of different keys spread over them.
+fn ask_order(me: &colony_core::NodeId, targets: &[Target], hash: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..targets.len()).collect();
+    // Stable: the walk's order within each group.
+    order.sort_by_key(|&i| (!targets[i].primary, targets[i].node != *me));
+    let from = usize::from(
+        order
+            .first()
+            .is_some_and(|&i| targets[i].primary && targets[i].node == *me),
+    );
+    let others = order[from..]
+        .iter()
+        .take_while(|&&i| targets[i].primary)
+        .count();
+    if others > 1 {
+        let turn = (hash % others as u64) as usize;
+        order[from..from + others].rotate_left(turn);
+    }
+    order
+}
+
+/// Ask target `i` for the key's state.
+fn ask<T: ReplicaTransport>(
+    pending: &mut Pending,
+    net: &T,
+    kr: &KeyReq,
+    i: usize,
+    targets: &[Target],
+) {
+    let req = Req::Fetch {
+        bucket: kr.bucket.clone(),
+        key: kr.key.clone(),
+        hash: kr.hash,
+    };
+    let (net, node, partition) = (net.clone(), targets[i].node.clone(), kr.partition);
+    pending.push(Box::pin(async move {
+        let r = net.call(&node, partition, req).await;
+        (i, r)
+    }));
 }
 
 /// Wait (briefly) for the remaining answers of a read, then send the

@@ -129,6 +129,8 @@ struct Canned {
     me: NodeId,
     answers: Arc<std::collections::HashMap<NodeId, (u64, Option<bytes::Bytes>)>>,
     repairs: Arc<tokio::sync::Semaphore>,
+    /// The nodes asked for the key's state, in order.
+    fetched: Arc<std::sync::Mutex<Vec<NodeId>>>,
 }
 
 impl ReplicaTransport for Canned {
@@ -142,6 +144,9 @@ impl ReplicaTransport for Canned {
         _partition: PartitionId,
         req: crate::vnode::KvRequest,
     ) -> Result<crate::vnode::KvResponse, CallFailed> {
+        if matches!(req, crate::vnode::KvRequest::Fetch { .. }) {
+            self.fetched.lock().unwrap().push(node.clone());
+        }
         let Some((delay_ms, doc)) = self.answers.get(node).cloned() else {
             return Err(CallFailed::new(
                 crate::KvError::Unavailable(format!("{node} is down")),
@@ -179,6 +184,7 @@ async fn a_fallbacks_not_found_waits_for_the_replica_still_to_answer() {
         me: n(1),
         answers: Arc::new(answers.into_iter().collect()),
         repairs: new_repair_budget(),
+        fetched: Default::default(),
     };
     let target = |i: usize, primary: bool| Target {
         node: n(i),
@@ -234,4 +240,118 @@ async fn a_fallbacks_not_found_waits_for_the_replica_still_to_answer() {
         "{got:?}"
     );
     assert!(started.elapsed() < std::time::Duration::from_millis(5_000));
+}
+
+fn key_req(hash: u64) -> KeyReq {
+    KeyReq {
+        partition: PartitionId(0),
+        bucket: bytes::Bytes::from_static(b"default"),
+        key: bytes::Bytes::from_static(b"k"),
+        hash,
+        op: crate::KeyOp::FetchDoc,
+        overrides: Default::default(),
+    }
+}
+
+fn canned(me: usize, answers: &[(usize, u64, bool)]) -> Canned {
+    let doc = crate::crdt::Doc::default().encode();
+    Canned {
+        me: n(me),
+        answers: Arc::new(
+            answers
+                .iter()
+                .map(|&(i, delay, has)| (n(i), (delay, has.then(|| doc.clone()))))
+                .collect(),
+        ),
+        repairs: new_repair_budget(),
+        fetched: Default::default(),
+    }
+}
+
+fn primaries(nodes: &[usize]) -> Vec<Target> {
+    nodes
+        .iter()
+        .map(|&i| Target {
+            node: n(i),
+            primary: true,
+            hints: Vec::new(),
+        })
+        .collect()
+}
+
+const R2: Need = Need {
+    total: 2,
+    primary: 0,
+    durable: 0,
+};
+
+#[tokio::test(start_paused = true)]
+async fn a_read_asks_only_as_many_replicas_as_it_needs_this_node_first() {
+    let mut second = std::collections::BTreeSet::new();
+    for hash in 0..8 {
+        let net = canned(2, &[(1, 1, true), (2, 1, true), (3, 1, true)]);
+        let got = read(
+            &net,
+            key_req(hash),
+            primaries(&[1, 2, 3]),
+            R2,
+            &crate::clock::SystemClock,
+            &[],
+        )
+        .await
+        .unwrap();
+        assert!(matches!(got, crate::vnode::KvResponse::Doc(Some(_))));
+        let asked = net.fetched.lock().unwrap().clone();
+        assert_eq!(asked.len(), 2, "hash {hash}: asked {asked:?}");
+        assert_eq!(asked[0], n(2), "this node is asked first");
+        second.insert(asked[1].clone());
+    }
+    assert_eq!(
+        second.len(),
+        2,
+        "reads of different keys spread over the other replicas"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_or_slow_replica_makes_the_read_ask_the_next() {
+    // node3 is down: whichever other replica was asked with node1, the read
+    // ends with two answers.
+    for hash in 0..4 {
+        let net = canned(1, &[(1, 1, true), (2, 1, true)]);
+        let got = read(
+            &net,
+            key_req(hash),
+            primaries(&[1, 2, 3]),
+            R2,
+            &crate::clock::SystemClock,
+            &[],
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(got, crate::vnode::KvResponse::Doc(Some(_))),
+            "hash {hash}"
+        );
+    }
+    // node3 answers, but only after a long pause: the read does not wait
+    // for it.
+    for hash in 0..4 {
+        let net = canned(1, &[(1, 1, true), (2, 1, true), (3, 1_500, true)]);
+        let started = tokio::time::Instant::now();
+        read(
+            &net,
+            key_req(hash),
+            primaries(&[1, 2, 3]),
+            R2,
+            &crate::clock::SystemClock,
+            &[],
+        )
+        .await
+        .unwrap();
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(1_000),
+            "hash {hash}: waited for the paused replica"
+        );
+    }
 }
