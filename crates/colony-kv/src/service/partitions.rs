@@ -6,7 +6,7 @@ use crate::store::Store;
 use crate::vnode::KvRequest as Req;
 use crate::vnode::{KvRequest, KvResponse, KvVnode};
 use bytes::Bytes;
-use colony_core::cluster::{BoxFut, Chunk, HandoffItem, PartitionStore};
+use colony_core::cluster::{BoxFut, Chunk, DropStep, HandoffItem, PartitionStore};
 use colony_core::{NodeId, PartitionId};
 use std::sync::Arc;
 
@@ -84,8 +84,18 @@ impl PartitionStore for KvPartitions {
     fn replicating(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
         self.unit(partition, Req::HandoffServe)
     }
-    fn reset(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
-        self.unit(partition, Req::HandoffReset)
+    fn drop_some(
+        &self,
+        partition: PartitionId,
+        start: bool,
+    ) -> BoxFut<'_, Result<DropStep, String>> {
+        let f = self.ask(partition, Req::HandoffDrop { start });
+        Box::pin(async move {
+            match f.await? {
+                KvResponse::Dropping(step) => Ok(step),
+                other => Err(format!("unexpected answer {other:?}")),
+            }
+        })
     }
     fn import(
         &self,

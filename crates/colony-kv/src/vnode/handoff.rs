@@ -1,13 +1,21 @@
 //! The vnode's side of ownership handoff: reading the partition out in
-//! chunks, tracking keys written meanwhile, and merging received entries.
+//! chunks, tracking keys written meanwhile, merging received entries, and
+//! dropping the partition once this node no longer replicates it.
 
 use super::KvResponse;
 use super::KvVnode;
-use crate::crdt::Doc;
+use crate::crdt::{Actor, Doc};
 use crate::{store, KvError};
 use bytes::Bytes;
-use colony_core::cluster::HandoffItem;
+use colony_core::cluster::{DropStep, HandoffItem};
+use rand::Rng;
 use std::ops::Bound;
+
+/// Most entries one step of a drop removes, and about the most bytes: a
+/// step takes a few milliseconds, and the partition's requests wait for no
+/// more than one.
+const DROP_KEYS: usize = 1000;
+const DROP_BYTES: usize = 256 << 10;
 
 impl KvVnode {
     /// Stored entries after `after`, about `max_bytes` of them.
@@ -67,6 +75,8 @@ impl KvVnode {
         &mut self,
         items: Vec<HandoffItem>,
     ) -> Result<KvResponse, KvError> {
+        // Receiving the partition: it is not to be dropped.
+        self.dropping = false;
         for item in items {
             let Some((bucket, _, key)) = store::split_data_key(&item.key) else {
                 return Err(KvError::Corrupt(
@@ -87,5 +97,74 @@ impl KvVnode {
             self.merge_doc(&bucket, &key, item.key.to_vec(), theirs, &[])?;
         }
         Ok(KvResponse::Reply(crate::Reply::Ok))
+    }
+
+    /// One bounded step of dropping the partition (see
+    /// `PartitionStore::drop_some`). Entries go as `flush` removes them,
+    /// through `stage`, so the tree stays in step, and each live key leaves
+    /// the counts and the expiry index with its entry: every step commits a
+    /// partition that is exactly counted and indexed, so a drop cut short
+    /// anywhere leaves a consistent (smaller) partition.
+    pub(super) fn handoff_drop(&mut self, start: bool) -> Result<KvResponse, KvError> {
+        if start {
+            self.dropping = true;
+            self.sealed = false;
+            self.dirty = None;
+        }
+        if !self.dropping || Self::has_hints(&self.store, self.partition) {
+            self.dropping = false;
+            return Ok(KvResponse::Dropping(DropStep::Stopped));
+        }
+        // Removed outright (no tombstones): the dots issued for these keys
+        // must never be issued again.
+        self.actor = Actor(self.rng.random());
+        let prefix = self.partition.to_be_bytes();
+        let mut removed = 0;
+        let mut bytes = 0;
+        for item in self.store.data().prefix(prefix) {
+            if removed >= DROP_KEYS || bytes >= DROP_BYTES {
+                return Ok(KvResponse::Dropping(DropStep::More));
+            }
+            let (k, v) = item.into_inner()?;
+            self.forget_live(&k, &v);
+            removed += 1;
+            bytes += k.len() + v.len();
+            // The entry's hash from the value in hand: `stage` would look
+            // the key up again to take it out of the tree.
+            let old = crate::aae::tree::entry_hash(&k, &v);
+            self.stage_known(k.to_vec(), None, Some(Some(old)));
+        }
+        // No data left: what the expiry index still names is stale.
+        for item in self.store.expiry().prefix(prefix) {
+            if removed >= DROP_KEYS {
+                return Ok(KvResponse::Dropping(DropStep::More));
+            }
+            self.pending_expiry.push((item.key()?.to_vec(), false));
+            removed += 1;
+        }
+        self.counts.clear(None);
+        self.moved = None;
+        self.dropping = false;
+        Ok(KvResponse::Dropping(DropStep::Done))
+    }
+
+    /// A stored entry goes: if it is a live key, take it out of the counts
+    /// and the expiry index.
+    fn forget_live(&mut self, skey: &[u8], value: &[u8]) {
+        let Some((bucket, _, key)) = store::split_data_key(skey) else {
+            return;
+        };
+        // An entry whose header cannot be read is not counted as a key
+        // (the drop's last step clears the counts anyway).
+        if !matches!(Doc::peek_kind(value), Ok(Some(_))) {
+            return;
+        }
+        let at = Doc::peek_expiry(value).ok().flatten();
+        if let Some(at) = at {
+            let ek = store::expiry_key(self.partition, at, bucket, key);
+            self.pending_expiry.push((ek, false));
+        }
+        self.counts
+            .account(&Bytes::copy_from_slice(bucket), Some(at), None);
     }
 }
