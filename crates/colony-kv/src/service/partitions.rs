@@ -10,6 +10,9 @@ use colony_core::cluster::{BoxFut, Chunk, DropStep, HandoffItem, PartitionStore}
 use colony_core::{NodeId, PartitionId};
 use std::sync::Arc;
 
+/// About the most bytes of received entries one vnode call merges.
+const IMPORT_SLICE_BYTES: usize = 32 << 10;
+
 /// The KV store's side of handoff: core drives it through the vnodes.
 pub(super) struct KvPartitions {
     pub(super) router: Router,
@@ -97,12 +100,31 @@ impl PartitionStore for KvPartitions {
             }
         })
     }
+    /// A chunk is merged a slice at a time, each slice its own vnode call,
+    /// so the partition's requests wait behind one slice at most. A chunk
+    /// cut short is sent again whole (the cursor moves only once all of it
+    /// is in), and merging a slice twice changes nothing.
     fn import(
         &self,
         partition: PartitionId,
         items: Vec<HandoffItem>,
     ) -> BoxFut<'_, Result<(), String>> {
-        self.unit(partition, Req::HandoffImport { items })
+        Box::pin(async move {
+            let mut items = items.into_iter().peekable();
+            while items.peek().is_some() {
+                let mut slice = Vec::new();
+                let mut size = 0;
+                while size < IMPORT_SLICE_BYTES {
+                    let Some(item) = items.next() else { break };
+                    size += item.size();
+                    slice.push(item);
+                }
+                self.unit(partition, Req::HandoffImport { items: slice })
+                    .await?;
+                tokio::task::yield_now().await;
+            }
+            Ok(())
+        })
     }
     fn has_data(&self, partition: PartitionId) -> bool {
         self.store
