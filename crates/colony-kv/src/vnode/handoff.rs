@@ -94,9 +94,40 @@ impl KvVnode {
             let theirs = Doc::decode(&v)?;
             let bucket = Bytes::copy_from_slice(bucket);
             let key = key.to_vec();
-            self.merge_doc(&bucket, &key, item.key.to_vec(), theirs, &[])?;
+            self.import_one(&bucket, &key, item.key.to_vec(), theirs)?;
         }
         Ok(KvResponse::Reply(crate::Reply::Ok))
+    }
+
+    /// Merge one received state into the key's, as `merge_doc` does, but
+    /// looking the key up once: the stored entry's hash is taken from the
+    /// value read for the merge (most of a joining node's work during a
+    /// move is this, a lookup per key of which was spent on the hash).
+    fn import_one(
+        &mut self,
+        bucket: &Bytes,
+        key: &[u8],
+        skey: Vec<u8>,
+        theirs: Doc,
+    ) -> Result<(), KvError> {
+        self.hlc.observe(theirs.max_stamp());
+        let found = self.with_stored(&skey, |v| {
+            Ok((Doc::decode(v)?, crate::aae::tree::entry_hash(&skey, v)))
+        })?;
+        let (merged, before, old) = match found {
+            None => (theirs, None, None),
+            Some((mut mine, hash)) => {
+                let before = Self::presence(&mine);
+                let unchanged = mine.clone();
+                mine.merge(&theirs);
+                if mine == unchanged {
+                    return Ok(()); // nothing new here: no write at all
+                }
+                (mine, before, Some(hash))
+            }
+        };
+        self.put_doc(bucket, key, skey, before, &merged, &[], Some(old));
+        Ok(())
     }
 
     /// One bounded step of dropping the partition (see

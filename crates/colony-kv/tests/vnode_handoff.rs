@@ -1,6 +1,7 @@
-//! Dropping a partition this node no longer replicates, a bounded chunk per
-//! vnode call: driven through a real `KvVnode` on a real store, with the
-//! requests that may land between two chunks.
+//! The vnode's side of handoff, driven through real `KvVnode`s on real
+//! stores: merging received entries, and dropping a partition this node no
+//! longer replicates a bounded chunk per vnode call, with the requests that
+//! may land between two chunks.
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
@@ -34,10 +35,14 @@ fn open_store(dir: &std::path::Path) -> Arc<Store> {
 }
 
 fn open(store: &Arc<Store>) -> KvVnode {
+    open_as(store, "n1")
+}
+
+fn open_as(store: &Arc<Store>, node: &str) -> KvVnode {
     let limits = Limits {
         max_value_bytes: 1 << 20,
     };
-    let node = NodeId::new("n1");
+    let node = NodeId::new(node);
     KvVnode::open_seeded(P, &node, store.clone(), Arc::new(FixedClock), limits, 7).unwrap()
 }
 
@@ -64,14 +69,18 @@ fn hash(k: &Bytes) -> u64 {
 /// Write keys 0..KEYS, every third with an expiry (so the expiry index has
 /// entries to lose too).
 fn fill(v: &mut KvVnode) {
-    for i in 0..KEYS {
+    fill_with(v, KEYS, "value");
+}
+
+fn fill_with(v: &mut KvVnode, keys: u32, value: &str) {
+    for i in 0..keys {
         let expire = if i % 3 == 0 {
             SetExpire::At(5_000_000)
         } else {
             SetExpire::Clear
         };
         let op = KeyOp::Set {
-            value: Bytes::from(format!("value {i}")),
+            value: Bytes::from(format!("{value} {i}")),
             expire,
             cond: SetCond::Always,
             get: false,
@@ -274,4 +283,61 @@ fn a_drop_cut_short_by_a_crash_is_finished_by_a_later_one() {
     assert_eq!(counts(&mut v), (0, 0));
     let (kept, rebuilt) = roots_kept_and_rebuilt(&mut v);
     assert_eq!(kept, rebuilt);
+}
+
+/// Every entry of the vnode's partition, read out as a sender does.
+fn read_all(v: &mut KvVnode) -> Vec<colony_core::cluster::HandoffItem> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        match call(
+            v,
+            KvRequest::HandoffRead {
+                after,
+                max_bytes: 16 << 10,
+            },
+        ) {
+            KvResponse::Items { items, next } => {
+                out.extend(items);
+                match next {
+                    Some(n) => after = Some(n),
+                    None => return out,
+                }
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn importing_over_existing_keys_keeps_counts_and_tree_exact_and_is_idempotent() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (sender, receiver) = (open_store(dirs[0].path()), open_store(dirs[1].path()));
+    let mut from = open_as(&sender, "n1");
+    fill(&mut from);
+    // The receiver already holds some of the keys, written concurrently.
+    let mut to = open_as(&receiver, "n4");
+    fill_with(&mut to, KEYS / 3, "other");
+    call(&mut to, KvRequest::AaeRebuild { wait: true });
+    let items = read_all(&mut from);
+    assert_eq!(items.len(), KEYS as usize);
+    for slice in items.chunks(100) {
+        let r = call(
+            &mut to,
+            KvRequest::HandoffImport {
+                items: slice.to_vec(),
+            },
+        );
+        assert!(!matches!(r, KvResponse::Failed(_)), "{r:?}");
+    }
+    let (data, expiry) = stored(&receiver);
+    assert_eq!(data, KEYS as usize);
+    assert_eq!(counts(&mut to), (data as u64, expiry as u64));
+    let (kept, rebuilt) = roots_kept_and_rebuilt(&mut to);
+    assert_eq!(kept, rebuilt, "the tree drifted from the store");
+    // The same entries again (a resent chunk) change nothing.
+    let before = root(&mut to);
+    call(&mut to, KvRequest::HandoffImport { items });
+    assert_eq!(root(&mut to), before);
+    assert_eq!(counts(&mut to), (data as u64, expiry as u64));
 }
