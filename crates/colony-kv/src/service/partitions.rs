@@ -17,6 +17,11 @@ const IMPORT_SLICE_BYTES: usize = 32 << 10;
 pub(super) struct KvPartitions {
     pub(super) router: Router,
     pub(super) store: Arc<Store>,
+    /// One import slice at a time on this node, whatever the number of
+    /// transfers coming in: between two slices every client request
+    /// already queued on the node's threads runs, so a joining node's
+    /// clients wait behind one slice, not one per incoming transfer.
+    pub(super) import_gate: tokio::sync::Semaphore,
 }
 
 impl KvPartitions {
@@ -100,10 +105,11 @@ impl PartitionStore for KvPartitions {
             }
         })
     }
-    /// A chunk is merged a slice at a time, each slice its own vnode call,
-    /// so the partition's requests wait behind one slice at most. A chunk
-    /// cut short is sent again whole (the cursor moves only once all of it
-    /// is in), and merging a slice twice changes nothing.
+    /// A chunk is merged a slice at a time, each slice its own vnode call
+    /// (and one slice at a time on the node), so the partition's requests
+    /// wait behind one slice at most. A chunk cut short is sent again whole
+    /// (the cursor moves only once all of it is in), and merging a slice
+    /// twice changes nothing.
     fn import(
         &self,
         partition: PartitionId,
@@ -119,8 +125,14 @@ impl PartitionStore for KvPartitions {
                     size += item.size();
                     slice.push(item);
                 }
+                let turn = self
+                    .import_gate
+                    .acquire()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 self.unit(partition, Req::HandoffImport { items: slice })
                     .await?;
+                drop(turn);
                 tokio::task::yield_now().await;
             }
             Ok(())
