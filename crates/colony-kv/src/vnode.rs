@@ -78,9 +78,10 @@ pub struct KvVnode {
     sealed: bool,
     /// Handed off to this node: requests go there.
     moved: Option<NodeId>,
-    /// A drop of the partition is under way, and nothing since said this
-    /// node holds it for good: no write, hint, import or `HandoffServe`.
-    dropping: bool,
+    /// A drop of the partition is under way (where it got to), and nothing
+    /// since said this node holds it for good: no write, hint, import or
+    /// `HandoffServe`.
+    dropping: Option<handoff::DropCursor>,
     /// The partition's anti-entropy tree.
     aae: AaeState,
     /// Decoded states of recently written or read keys, always equal to
@@ -133,7 +134,7 @@ impl KvVnode {
             dirty: None,
             sealed: false,
             moved: None,
-            dropping: false,
+            dropping: None,
             aae: AaeState::default(),
             docs: HashMap::new(),
         })
@@ -591,7 +592,7 @@ impl Vnode for KvVnode {
             if writes {
                 // Someone still writes here as a replica: a drop under way
                 // stops, and the next pass decides afresh.
-                self.dropping = false;
+                self.dropping = None;
             }
         }
         if !matches!(
@@ -674,7 +675,7 @@ impl Vnode for KvVnode {
                 }
             }
             KvRequest::HandoffBegin => {
-                self.dropping = false;
+                self.dropping = None;
                 self.dirty.get_or_insert_with(HashSet::new);
                 Ok(KvResponse::Reply(Reply::Ok))
             }
@@ -702,12 +703,12 @@ impl Vnode for KvVnode {
             }
             KvRequest::HandoffServe => {
                 self.moved = None;
-                self.dropping = false;
+                self.dropping = None;
                 Ok(KvResponse::Reply(Reply::Ok))
             }
             KvRequest::HandoffReset => {
                 self.moved = None;
-                self.dropping = false;
+                self.dropping = None;
                 self.sealed = false;
                 self.dirty = None;
                 self.flush(None)

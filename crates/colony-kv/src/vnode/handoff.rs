@@ -8,14 +8,51 @@ use crate::crdt::{Actor, Doc};
 use crate::{store, KvError};
 use bytes::Bytes;
 use colony_core::cluster::{DropStep, HandoffItem};
+use colony_core::PartitionId;
 use rand::Rng;
 use std::ops::Bound;
 
 /// Most entries one step of a drop removes, and about the most bytes: a
-/// step takes a few milliseconds, and the partition's requests wait for no
-/// more than one.
-const DROP_KEYS: usize = 1000;
-const DROP_BYTES: usize = 256 << 10;
+/// step takes a millisecond or two, and the partition's requests wait for
+/// no more than one.
+const DROP_KEYS: usize = 500;
+const DROP_BYTES: usize = 128 << 10;
+
+/// Where a drop under way got to: the last data key and the last expiry
+/// index entry removed, and whether the data is all gone.
+#[derive(Debug, Default)]
+pub(super) struct DropCursor {
+    data: Option<Vec<u8>>,
+    expiry: Option<Vec<u8>>,
+    data_done: bool,
+}
+
+/// What one step of a drop may still remove.
+#[derive(Default)]
+struct Budget {
+    keys: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    fn spent(&self) -> bool {
+        self.keys >= DROP_KEYS || self.bytes >= DROP_BYTES
+    }
+
+    fn spend(&mut self, bytes: usize) {
+        self.keys += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// The keys of `partition` after `after` (from its first when None).
+fn bounds(partition: PartitionId, after: Option<Vec<u8>>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let lower = match after {
+        Some(k) => Bound::Excluded(k),
+        None => Bound::Included(partition.to_be_bytes().to_vec()),
+    };
+    (lower, Bound::Unbounded)
+}
 
 impl KvVnode {
     /// Stored entries after `after`, about `max_bytes` of them.
@@ -76,7 +113,7 @@ impl KvVnode {
         items: Vec<HandoffItem>,
     ) -> Result<KvResponse, KvError> {
         // Receiving the partition: it is not to be dropped.
-        self.dropping = false;
+        self.dropping = None;
         for item in items {
             let Some((bucket, _, key)) = store::split_data_key(&item.key) else {
                 return Err(KvError::Corrupt(
@@ -133,56 +170,77 @@ impl KvVnode {
     /// One bounded step of dropping the partition (see
     /// `PartitionStore::drop_some`). Entries go as `flush` removes them,
     /// through `stage`, so the tree stays in step, and each live key leaves
-    /// the counts and the expiry index with its entry: every step commits a
-    /// partition that is exactly counted and indexed, so a drop cut short
-    /// anywhere leaves a consistent (smaller) partition.
+    /// the counts with its entry: every step commits an exactly counted
+    /// partition, so a drop cut short anywhere leaves a consistent (smaller)
+    /// one. Each step goes on from where the last stopped: starting over
+    /// at the partition's first key would step over every removal made so
+    /// far, and the steps would grow with the drop. (Nothing can write
+    /// behind the cursor: a write stops the drop.)
     pub(super) fn handoff_drop(&mut self, start: bool) -> Result<KvResponse, KvError> {
         if start {
-            self.dropping = true;
+            self.dropping = Some(DropCursor::default());
             self.sealed = false;
             self.dirty = None;
         }
-        if !self.dropping || Self::has_hints(&self.store, self.partition) {
-            self.dropping = false;
-            return Ok(KvResponse::Dropping(DropStep::Stopped));
-        }
+        let cursor = match self.dropping.take() {
+            Some(c) if !Self::has_hints(&self.store, self.partition) => c,
+            _ => return Ok(KvResponse::Dropping(DropStep::Stopped)),
+        };
         // Removed outright (no tombstones): the dots issued for these keys
         // must never be issued again.
         self.actor = Actor(self.rng.random());
-        let prefix = self.partition.to_be_bytes();
-        let mut removed = 0;
-        let mut bytes = 0;
-        for item in self.store.data().prefix(prefix) {
-            if removed >= DROP_KEYS || bytes >= DROP_BYTES {
-                return Ok(KvResponse::Dropping(DropStep::More));
+        let mut budget = Budget::default();
+        let mut cursor = cursor;
+        if !cursor.data_done {
+            let after = bounds(self.partition, cursor.data.take());
+            let mut last = None;
+            for item in self.store.data().range::<Vec<u8>, _>(after) {
+                let (k, v) = item.into_inner()?;
+                if !k.starts_with(&self.partition.to_be_bytes()) {
+                    break;
+                }
+                if budget.spent() {
+                    cursor.data = last;
+                    self.dropping = Some(cursor);
+                    return Ok(KvResponse::Dropping(DropStep::More));
+                }
+                budget.spend(k.len() + v.len());
+                self.forget_live(&k, &v);
+                // The entry's hash from the value in hand: `stage` would
+                // look the key up again to take it out of the tree.
+                let old = crate::aae::tree::entry_hash(&k, &v);
+                last = Some(k.to_vec());
+                self.stage_known(k.to_vec(), None, Some(Some(old)));
             }
-            let (k, v) = item.into_inner()?;
-            self.forget_live(&k, &v);
-            removed += 1;
-            bytes += k.len() + v.len();
-            // The entry's hash from the value in hand: `stage` would look
-            // the key up again to take it out of the tree.
-            let old = crate::aae::tree::entry_hash(&k, &v);
-            self.stage_known(k.to_vec(), None, Some(Some(old)));
+            cursor.data_done = true;
         }
-        // No data left: what the expiry index still names is stale.
-        for item in self.store.expiry().prefix(prefix) {
-            if removed >= DROP_KEYS {
+        // No data left: what the expiry index names is gone.
+        let after = bounds(self.partition, cursor.expiry.take());
+        let mut last = None;
+        for item in self.store.expiry().range::<Vec<u8>, _>(after) {
+            let k = item.key()?;
+            if !k.starts_with(&self.partition.to_be_bytes()) {
+                break;
+            }
+            if budget.spent() {
+                cursor.expiry = last;
+                self.dropping = Some(cursor);
                 return Ok(KvResponse::Dropping(DropStep::More));
             }
-            self.pending_expiry.push((item.key()?.to_vec(), false));
-            removed += 1;
+            budget.spend(k.len());
+            last = Some(k.to_vec());
+            self.pending_expiry.push((k.to_vec(), false));
         }
         self.counts.clear(None);
         self.moved = None;
-        self.dropping = false;
         Ok(KvResponse::Dropping(DropStep::Done))
     }
 
-    /// A stored entry goes: if it is a live key, take it out of the counts
-    /// and the expiry index.
+    /// A stored entry goes: if it is a live key, take it out of the counts.
+    /// (Its expiry index entry goes in the drop's last steps: until then
+    /// it is a stale hint, which expiry skips, as it does any.)
     fn forget_live(&mut self, skey: &[u8], value: &[u8]) {
-        let Some((bucket, _, key)) = store::split_data_key(skey) else {
+        let Some((bucket, _, _)) = store::split_data_key(skey) else {
             return;
         };
         // An entry whose header cannot be read is not counted as a key
@@ -191,10 +249,6 @@ impl KvVnode {
             return;
         }
         let at = Doc::peek_expiry(value).ok().flatten();
-        if let Some(at) = at {
-            let ek = store::expiry_key(self.partition, at, bucket, key);
-            self.pending_expiry.push((ek, false));
-        }
         self.counts
             .account(&Bytes::copy_from_slice(bucket), Some(at), None);
     }
