@@ -145,6 +145,7 @@ impl KvService {
         cluster.set_store(Arc::new(KvPartitions {
             router: self.router.clone(),
             store: self.store.clone(),
+            import_gate: tokio::sync::Semaphore::new(1),
         }));
         let _ = self.router.0.cluster.set(cluster);
         tokio::spawn(hints::run(

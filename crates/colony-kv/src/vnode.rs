@@ -78,6 +78,10 @@ pub struct KvVnode {
     sealed: bool,
     /// Handed off to this node: requests go there.
     moved: Option<NodeId>,
+    /// A drop of the partition is under way (where it got to), and nothing
+    /// since said this node holds it for good: no write, hint, import or
+    /// `HandoffServe`.
+    dropping: Option<handoff::DropCursor>,
     /// The partition's anti-entropy tree.
     aae: AaeState,
     /// Decoded states of recently written or read keys, always equal to
@@ -130,6 +134,7 @@ impl KvVnode {
             dirty: None,
             sealed: false,
             moved: None,
+            dropping: None,
             aae: AaeState::default(),
             docs: HashMap::new(),
         })
@@ -587,6 +592,11 @@ impl Vnode for KvVnode {
                     self.partition
                 )));
             }
+            if writes {
+                // Someone still writes here as a replica: a drop under way
+                // stops, and the next pass decides afresh.
+                self.dropping = None;
+            }
         }
         if !matches!(
             request,
@@ -668,6 +678,7 @@ impl Vnode for KvVnode {
                 }
             }
             KvRequest::HandoffBegin => {
+                self.dropping = None;
                 self.dirty.get_or_insert_with(HashSet::new);
                 Ok(KvResponse::Reply(Reply::Ok))
             }
@@ -695,15 +706,18 @@ impl Vnode for KvVnode {
             }
             KvRequest::HandoffServe => {
                 self.moved = None;
+                self.dropping = None;
                 Ok(KvResponse::Reply(Reply::Ok))
             }
             KvRequest::HandoffReset => {
                 self.moved = None;
+                self.dropping = None;
                 self.sealed = false;
                 self.dirty = None;
                 self.flush(None)
             }
             KvRequest::HandoffImport { items } => self.handoff_import(items),
+            KvRequest::HandoffDrop { start } => self.handoff_drop(start),
             KvRequest::AaeInfo => Ok(self.aae_info()),
             KvRequest::AaeBranches => Ok(self.aae_branches()),
             KvRequest::AaeSegments { branches } => Ok(self.aae_segments(&branches)),

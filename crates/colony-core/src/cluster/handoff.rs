@@ -56,8 +56,19 @@ pub trait PartitionStore: Send + Sync + 'static {
     /// This node replicates the partition (again): serve it, even if an
     /// earlier hand-over had marked it moved.
     fn replicating(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>>;
-    /// Remove every entry of the partition and forget any handoff state.
-    fn reset(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>>;
+    /// Remove a bounded part of the partition's entries (this node no
+    /// longer replicates it), so no single call holds the partition's
+    /// requests up for long. `start` begins a drop and forgets any handoff
+    /// state; the calls after it go on only while the store has seen the
+    /// partition neither written, hinted, received nor served again since
+    /// (otherwise [`DropStep::Stopped`], keeping what is left). A drop cut
+    /// short, by that or a crash, leaves part of the data: a later drop
+    /// removes the rest.
+    fn drop_some(
+        &self,
+        partition: PartitionId,
+        start: bool,
+    ) -> BoxFut<'_, Result<DropStep, String>>;
     /// Store entries received from the previous owner.
     fn import(
         &self,
@@ -73,6 +84,18 @@ pub trait PartitionStore: Send + Sync + 'static {
     }
     /// About how many keys the partition holds.
     fn key_count(&self, partition: PartitionId) -> BoxFut<'_, u64>;
+}
+
+/// How far one [`PartitionStore::drop_some`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum DropStep {
+    /// Nothing of the partition is left here.
+    Done,
+    /// A bounded part was removed; call again for the rest.
+    More,
+    /// The partition was written, hinted, received or served again since
+    /// the drop began: what is left stays.
+    Stopped,
 }
 
 #[derive(Debug, Clone)]

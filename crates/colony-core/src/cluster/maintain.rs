@@ -4,12 +4,13 @@
 //! and drops partitions handed away.
 
 use super::msg::{self, Control, ControlReply, SVC_CONTROL};
-use super::{digest_of, handoff, handoff_lock, Inner};
+use super::{digest_of, handoff, handoff_lock, DropStep, Inner, PartitionStore};
 use crate::membership::Peer;
 use crate::{MemberStatus, NodeId, PartitionId, Ring};
 use bytes::Bytes;
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,7 +139,7 @@ pub(super) async fn maintain(inner: Arc<Inner>) {
         rebalance(&inner, &ring, &peers, &digest).await;
         if last_drop_check.elapsed() >= Duration::from_secs(2) {
             last_drop_check = tokio::time::Instant::now();
-            drop_foreign(&inner, &ring, &peers, &digest).await;
+            drop_foreign(&inner, &ring, &peers, &digest);
         }
     }
 }
@@ -212,15 +213,21 @@ fn start_handoffs(inner: &Arc<Inner>, ring: &Ring, peers: &[Peer]) {
     }
 }
 
+/// Pause between two chunks of a drop: requests queued at the partition's
+/// vnode meanwhile run first, and dropping never holds the node's threads
+/// for long.
+const DROP_PAUSE: Duration = Duration::from_millis(2);
+
 /// Remove partitions this node holds data for but neither owns nor is
 /// receiving, once every member last reported the same ring (so no member can
-/// still hand ownership back to us from an older ring).
-async fn drop_foreign(inner: &Arc<Inner>, ring: &Ring, peers: &[Peer], digest: &str) {
+/// still hand ownership back to us from an older ring). The removal runs on
+/// its own task, a bounded chunk per vnode call, so neither this loop nor the
+/// partition's clients wait for a whole partition to go.
+fn drop_foreign(inner: &Arc<Inner>, ring: &Ring, peers: &[Peer], digest: &str) {
     let Some(store) = inner.store.get().cloned() else {
         return;
     };
-    let converged = converged(ring, &inner.me, peers, digest);
-    if !converged {
+    if !converged(ring, &inner.me, peers, digest) {
         return;
     }
     // Incoming entries of transfers every member has forgotten are over.
@@ -229,24 +236,118 @@ async fn drop_foreign(inner: &Arc<Inner>, ring: &Ring, peers: &[Peer], digest: &
         // A transfer this node sends may still read any range.
         return;
     }
-    for i in 0..ring.ring_size() {
-        let p = PartitionId(i);
+    if inner.dropping.swap(true, Ordering::SeqCst) {
+        return; // the last pass is still going
+    }
+    let inner = inner.clone();
+    let digest = digest.to_string();
+    tokio::spawn(async move {
+        let pass = DropPass(inner);
+        pass.run(&*store, &digest).await;
+    });
+}
+
+/// One pass over the partitions; lets the next pass start when it ends
+/// (panics included).
+struct DropPass(Arc<Inner>);
+
+impl Drop for DropPass {
+    fn drop(&mut self) {
+        self.0.dropping.store(false, Ordering::SeqCst);
+    }
+}
+
+impl DropPass {
+    async fn run(&self, store: &dyn PartitionStore, digest: &str) {
+        let inner = &self.0;
+        let Some(ring) = inner.ring() else { return };
+        for i in 0..ring.ring_size() {
+            let p = PartitionId(i);
+            if ring.replicates(p, &inner.me) {
+                // A range handed away earlier and back again since serves again.
+                if let Err(e) = store.replicating(p).await {
+                    tracing::warn!(partition = %p, error = %e, "serving a partition again");
+                }
+                continue;
+            }
+            if store.has_data(p) && !self.drop_partition(store, p, digest).await {
+                return;
+            }
+        }
+    }
+
+    /// Drop `p` chunk by chunk while this node may; false if the pass
+    /// should end (the ring or the transfers changed).
+    async fn drop_partition(
+        &self,
+        store: &dyn PartitionStore,
+        p: PartitionId,
+        digest: &str,
+    ) -> bool {
+        let inner = &self.0;
+        let mut start = true;
+        loop {
+            match self.may_drop(store, p, digest).await {
+                Ok(true) => {}
+                Ok(false) => return true,
+                Err(why) => {
+                    if !start {
+                        tracing::info!(partition = %p, why, "dropping a partition paused; a later pass goes on");
+                    }
+                    if inner.ring().is_some_and(|r| r.replicates(p, &inner.me)) {
+                        if let Err(e) = store.replicating(p).await {
+                            tracing::warn!(partition = %p, error = %e, "serving a partition again");
+                        }
+                    }
+                    return false;
+                }
+            }
+            match store.drop_some(p, start).await {
+                Ok(DropStep::Done) => {
+                    tracing::info!(partition = %p, "dropped a partition this node no longer replicates");
+                    return true;
+                }
+                Ok(DropStep::More) => {}
+                Ok(DropStep::Stopped) => {
+                    tracing::info!(partition = %p, "dropping a partition stopped: it was written or served again");
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(partition = %p, error = %e, "dropping a handed-off partition");
+                    return true;
+                }
+            }
+            start = false;
+            tokio::time::sleep(DROP_PAUSE).await;
+        }
+    }
+
+    /// Checked before every chunk: Ok(true) to go on with `p`, Ok(false)
+    /// to leave `p` alone for now, Err(why) to end the pass.
+    async fn may_drop(
+        &self,
+        store: &dyn PartitionStore,
+        p: PartitionId,
+        digest: &str,
+    ) -> Result<bool, &'static str> {
+        let inner = &self.0;
+        if inner.shutdown.is_cancelled() {
+            return Err("shutting down");
+        }
+        let Some(ring) = inner.ring() else {
+            return Err("no ring");
+        };
+        if digest_of(&ring) != digest {
+            return Err("the ring changed");
+        }
+        let peers = inner.membership.peers().await;
+        if !converged(&ring, &inner.me, &peers, digest) {
+            return Err("the members no longer agree on the ring");
+        }
+        if !handoff_lock(&inner.running).is_empty() {
+            return Err("a transfer started");
+        }
         let receiving = handoff_lock(&inner.incoming).values().any(|e| e.range == p);
-        if ring.replicates(p, &inner.me) {
-            // A range handed away earlier and back again since serves again.
-            if let Err(e) = store.replicating(p).await {
-                tracing::warn!(partition = %p, error = %e, "serving a partition again");
-            }
-            continue;
-        }
-        if receiving || store.pinned(p) || !store.has_data(p) {
-            continue;
-        }
-        match store.reset(p).await {
-            Ok(()) => {
-                tracing::info!(partition = %p, "dropped a partition this node no longer replicates")
-            }
-            Err(e) => tracing::warn!(partition = %p, error = %e, "dropping a handed-off partition"),
-        }
+        Ok(!receiving && !store.pinned(p))
     }
 }

@@ -14,7 +14,7 @@ use crate::membership::{Membership, MembershipConfig, Peer};
 use crate::rpc::{Rpc, RpcConfig, RpcError, RpcHandler, ServiceId};
 use crate::{ClusterSecret, CoreError, MemberStatus, NodeId, PartitionId, Plan, Ring};
 use bytes::Bytes;
-pub use handoff::{BoxFut, Chunk, HandoffConfig, PartitionStore, TransferProgress};
+pub use handoff::{BoxFut, Chunk, DropStep, HandoffConfig, PartitionStore, TransferProgress};
 pub use msg::HandoffItem;
 use msg::{Control, ControlReply, Handoff, FIRST_APP, SVC_CONTROL, SVC_HANDOFF};
 use rand::Rng as _;
@@ -110,6 +110,8 @@ pub(crate) struct Inner {
     /// Ranges being received, by transfer id: (vnode moving, range, resume
     /// cursor).
     incoming: Mutex<HashMap<String, Incoming>>,
+    /// A pass dropping partitions handed away is under way (one at a time).
+    dropping: std::sync::atomic::AtomicBool,
     left: watch::Sender<bool>,
     shutdown: CancellationToken,
     /// Random per process start; part of every transfer id this node sends.
@@ -202,6 +204,7 @@ impl Cluster {
                 transfers: Mutex::new(BTreeMap::new()),
                 running: Mutex::new(HashSet::new()),
                 incoming: Mutex::new(HashMap::new()),
+                dropping: std::sync::atomic::AtomicBool::new(false),
                 left,
                 shutdown,
                 session: rand::rng().random(),

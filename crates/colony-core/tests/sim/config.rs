@@ -103,6 +103,9 @@ pub struct Config {
     pub live_window: Tick,
     /// Foreign data is dropped every `drop_every` gossip rounds.
     pub drop_every: Tick,
+    /// Keys one drop step removes (a drop re-checks its conditions before
+    /// every step, so a step may be the last for a while).
+    pub drop_chunk_keys: usize,
     pub chunk_keys: usize,
     /// Catch-up rounds stop early once a round has fewer dirty keys.
     pub catch_up_threshold: usize,
@@ -135,6 +138,7 @@ impl Config {
             join_retry: 60,
             live_window: 200,
             drop_every: 5,
+            drop_chunk_keys: 2,
             chunk_keys: 3,
             catch_up_threshold: 2,
             request_timeout: 120,

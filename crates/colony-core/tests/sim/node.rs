@@ -422,6 +422,9 @@ impl Node {
     /// As `drop_foreign`: remove partitions we neither own nor receive once
     /// the members report the ring we hold. As written only live members
     /// count; in the sim's protocol all do, by the last ring each reported.
+    /// A partition goes a step (`drop_chunk_keys` keys) per pass, the
+    /// conditions checked before each, so a partition may stay half dropped
+    /// across ring changes, transfers and restarts.
     fn drop_foreign(&mut self, ctx: &mut Ctx) {
         let Some(ring) = self.ring() else { return };
         let digest = fingerprint(&ring.encode());
@@ -447,13 +450,28 @@ impl Node {
             .map(|(p, _)| *p)
             .collect();
         for p in foreign {
-            ctx.log(&self.id, || format!("drops foreign partition {p}"));
-            self.disk.data.remove(&p);
-            self.mem.moved.remove(&p);
+            // A drop under way forgets the handoff state: a transfer to us
+            // accepted earlier must start over, not resume past keys gone.
             self.mem.sealed.remove(&p);
             self.mem.tracking.remove(&p);
             if !ctx.cfg.as_written.stale_begin {
                 self.disk.accepted.remove(&p);
+            }
+            let Some(data) = self.disk.data.get_mut(&p) else {
+                continue;
+            };
+            let step: Vec<String> = data.keys().take(ctx.cfg.drop_chunk_keys).cloned().collect();
+            for k in &step {
+                data.remove(k);
+            }
+            if data.is_empty() {
+                ctx.log(&self.id, || format!("has dropped foreign partition {p}"));
+                self.disk.data.remove(&p);
+                self.mem.moved.remove(&p);
+            } else {
+                ctx.log(&self.id, || {
+                    format!("drops {} keys of foreign partition {p}", step.len())
+                });
             }
         }
     }

@@ -6,14 +6,22 @@ use crate::store::Store;
 use crate::vnode::KvRequest as Req;
 use crate::vnode::{KvRequest, KvResponse, KvVnode};
 use bytes::Bytes;
-use colony_core::cluster::{BoxFut, Chunk, HandoffItem, PartitionStore};
+use colony_core::cluster::{BoxFut, Chunk, DropStep, HandoffItem, PartitionStore};
 use colony_core::{NodeId, PartitionId};
 use std::sync::Arc;
+
+/// About the most bytes of received entries one vnode call merges.
+const IMPORT_SLICE_BYTES: usize = 32 << 10;
 
 /// The KV store's side of handoff: core drives it through the vnodes.
 pub(super) struct KvPartitions {
     pub(super) router: Router,
     pub(super) store: Arc<Store>,
+    /// One import slice at a time on this node, whatever the number of
+    /// transfers coming in: between two slices every client request
+    /// already queued on the node's threads runs, so a joining node's
+    /// clients wait behind one slice, not one per incoming transfer.
+    pub(super) import_gate: tokio::sync::Semaphore,
 }
 
 impl KvPartitions {
@@ -84,15 +92,51 @@ impl PartitionStore for KvPartitions {
     fn replicating(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
         self.unit(partition, Req::HandoffServe)
     }
-    fn reset(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>> {
-        self.unit(partition, Req::HandoffReset)
+    fn drop_some(
+        &self,
+        partition: PartitionId,
+        start: bool,
+    ) -> BoxFut<'_, Result<DropStep, String>> {
+        let f = self.ask(partition, Req::HandoffDrop { start });
+        Box::pin(async move {
+            match f.await? {
+                KvResponse::Dropping(step) => Ok(step),
+                other => Err(format!("unexpected answer {other:?}")),
+            }
+        })
     }
+    /// A chunk is merged a slice at a time, each slice its own vnode call
+    /// (and one slice at a time on the node), so the partition's requests
+    /// wait behind one slice at most. A chunk cut short is sent again whole
+    /// (the cursor moves only once all of it is in), and merging a slice
+    /// twice changes nothing.
     fn import(
         &self,
         partition: PartitionId,
         items: Vec<HandoffItem>,
     ) -> BoxFut<'_, Result<(), String>> {
-        self.unit(partition, Req::HandoffImport { items })
+        Box::pin(async move {
+            let mut items = items.into_iter().peekable();
+            while items.peek().is_some() {
+                let mut slice = Vec::new();
+                let mut size = 0;
+                while size < IMPORT_SLICE_BYTES {
+                    let Some(item) = items.next() else { break };
+                    size += item.size();
+                    slice.push(item);
+                }
+                let turn = self
+                    .import_gate
+                    .acquire()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.unit(partition, Req::HandoffImport { items: slice })
+                    .await?;
+                drop(turn);
+                tokio::task::yield_now().await;
+            }
+            Ok(())
+        })
     }
     fn has_data(&self, partition: PartitionId) -> bool {
         self.store

@@ -1,13 +1,58 @@
 //! The vnode's side of ownership handoff: reading the partition out in
-//! chunks, tracking keys written meanwhile, and merging received entries.
+//! chunks, tracking keys written meanwhile, merging received entries, and
+//! dropping the partition once this node no longer replicates it.
 
 use super::KvResponse;
 use super::KvVnode;
-use crate::crdt::Doc;
+use crate::crdt::{Actor, Doc};
 use crate::{store, KvError};
 use bytes::Bytes;
-use colony_core::cluster::HandoffItem;
+use colony_core::cluster::{DropStep, HandoffItem};
+use colony_core::PartitionId;
+use rand::Rng;
 use std::ops::Bound;
+
+/// Most entries one step of a drop removes, and about the most bytes: a
+/// step takes a millisecond or two, and the partition's requests wait for
+/// no more than one.
+const DROP_KEYS: usize = 500;
+const DROP_BYTES: usize = 128 << 10;
+
+/// Where a drop under way got to: the last data key and the last expiry
+/// index entry removed, and whether the data is all gone.
+#[derive(Debug, Default)]
+pub(super) struct DropCursor {
+    data: Option<Vec<u8>>,
+    expiry: Option<Vec<u8>>,
+    data_done: bool,
+}
+
+/// What one step of a drop may still remove.
+#[derive(Default)]
+struct Budget {
+    keys: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    fn spent(&self) -> bool {
+        self.keys >= DROP_KEYS || self.bytes >= DROP_BYTES
+    }
+
+    fn spend(&mut self, bytes: usize) {
+        self.keys += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// The keys of `partition` after `after` (from its first when None).
+fn bounds(partition: PartitionId, after: Option<Vec<u8>>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let lower = match after {
+        Some(k) => Bound::Excluded(k),
+        None => Bound::Included(partition.to_be_bytes().to_vec()),
+    };
+    (lower, Bound::Unbounded)
+}
 
 impl KvVnode {
     /// Stored entries after `after`, about `max_bytes` of them.
@@ -67,6 +112,8 @@ impl KvVnode {
         &mut self,
         items: Vec<HandoffItem>,
     ) -> Result<KvResponse, KvError> {
+        // Receiving the partition: it is not to be dropped.
+        self.dropping = None;
         for item in items {
             let Some((bucket, _, key)) = store::split_data_key(&item.key) else {
                 return Err(KvError::Corrupt(
@@ -84,8 +131,125 @@ impl KvVnode {
             let theirs = Doc::decode(&v)?;
             let bucket = Bytes::copy_from_slice(bucket);
             let key = key.to_vec();
-            self.merge_doc(&bucket, &key, item.key.to_vec(), theirs, &[])?;
+            self.import_one(&bucket, &key, item.key.to_vec(), theirs)?;
         }
         Ok(KvResponse::Reply(crate::Reply::Ok))
+    }
+
+    /// Merge one received state into the key's, as `merge_doc` does, but
+    /// looking the key up once: the stored entry's hash is taken from the
+    /// value read for the merge (most of a joining node's work during a
+    /// move is this, a lookup per key of which was spent on the hash).
+    fn import_one(
+        &mut self,
+        bucket: &Bytes,
+        key: &[u8],
+        skey: Vec<u8>,
+        theirs: Doc,
+    ) -> Result<(), KvError> {
+        self.hlc.observe(theirs.max_stamp());
+        let found = self.with_stored(&skey, |v| {
+            Ok((Doc::decode(v)?, crate::aae::tree::entry_hash(&skey, v)))
+        })?;
+        let (merged, before, old) = match found {
+            None => (theirs, None, None),
+            Some((mut mine, hash)) => {
+                let before = Self::presence(&mine);
+                let unchanged = mine.clone();
+                mine.merge(&theirs);
+                if mine == unchanged {
+                    return Ok(()); // nothing new here: no write at all
+                }
+                (mine, before, Some(hash))
+            }
+        };
+        self.put_doc(bucket, key, skey, before, &merged, &[], Some(old));
+        Ok(())
+    }
+
+    /// One bounded step of dropping the partition (see
+    /// `PartitionStore::drop_some`). Entries go as `flush` removes them,
+    /// through `stage`, so the tree stays in step, and each live key leaves
+    /// the counts with its entry: every step commits an exactly counted
+    /// partition, so a drop cut short anywhere leaves a consistent (smaller)
+    /// one. Each step goes on from where the last stopped: starting over
+    /// at the partition's first key would step over every removal made so
+    /// far, and the steps would grow with the drop. (Nothing can write
+    /// behind the cursor: a write stops the drop.)
+    pub(super) fn handoff_drop(&mut self, start: bool) -> Result<KvResponse, KvError> {
+        if start {
+            self.dropping = Some(DropCursor::default());
+            self.sealed = false;
+            self.dirty = None;
+        }
+        let cursor = match self.dropping.take() {
+            Some(c) if !Self::has_hints(&self.store, self.partition) => c,
+            _ => return Ok(KvResponse::Dropping(DropStep::Stopped)),
+        };
+        // Removed outright (no tombstones): the dots issued for these keys
+        // must never be issued again.
+        self.actor = Actor(self.rng.random());
+        let mut budget = Budget::default();
+        let mut cursor = cursor;
+        if !cursor.data_done {
+            let after = bounds(self.partition, cursor.data.take());
+            let mut last = None;
+            for item in self.store.data().range::<Vec<u8>, _>(after) {
+                let (k, v) = item.into_inner()?;
+                if !k.starts_with(&self.partition.to_be_bytes()) {
+                    break;
+                }
+                if budget.spent() {
+                    cursor.data = last;
+                    self.dropping = Some(cursor);
+                    return Ok(KvResponse::Dropping(DropStep::More));
+                }
+                budget.spend(k.len() + v.len());
+                self.forget_live(&k, &v);
+                // The entry's hash from the value in hand: `stage` would
+                // look the key up again to take it out of the tree.
+                let old = crate::aae::tree::entry_hash(&k, &v);
+                last = Some(k.to_vec());
+                self.stage_known(k.to_vec(), None, Some(Some(old)));
+            }
+            cursor.data_done = true;
+        }
+        // No data left: what the expiry index names is gone.
+        let after = bounds(self.partition, cursor.expiry.take());
+        let mut last = None;
+        for item in self.store.expiry().range::<Vec<u8>, _>(after) {
+            let k = item.key()?;
+            if !k.starts_with(&self.partition.to_be_bytes()) {
+                break;
+            }
+            if budget.spent() {
+                cursor.expiry = last;
+                self.dropping = Some(cursor);
+                return Ok(KvResponse::Dropping(DropStep::More));
+            }
+            budget.spend(k.len());
+            last = Some(k.to_vec());
+            self.pending_expiry.push((k.to_vec(), false));
+        }
+        self.counts.clear(None);
+        self.moved = None;
+        Ok(KvResponse::Dropping(DropStep::Done))
+    }
+
+    /// A stored entry goes: if it is a live key, take it out of the counts.
+    /// (Its expiry index entry goes in the drop's last steps: until then
+    /// it is a stale hint, which expiry skips, as it does any.)
+    fn forget_live(&mut self, skey: &[u8], value: &[u8]) {
+        let Some((bucket, _, _)) = store::split_data_key(skey) else {
+            return;
+        };
+        // An entry whose header cannot be read is not counted as a key
+        // (the drop's last step clears the counts anyway).
+        if !matches!(Doc::peek_kind(value), Ok(Some(_))) {
+            return;
+        }
+        let at = Doc::peek_expiry(value).ok().flatten();
+        self.counts
+            .account(&Bytes::copy_from_slice(bucket), Some(at), None);
     }
 }

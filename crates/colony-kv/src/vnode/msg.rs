@@ -6,7 +6,7 @@ use super::{Damage, TreeInfo};
 use crate::counts::BucketCount;
 use crate::{KeyOp, KvError, Object, Reply, ValueKind};
 use bytes::Bytes;
-use colony_core::cluster::HandoffItem;
+use colony_core::cluster::{DropStep, HandoffItem};
 use colony_core::NodeId;
 use std::collections::BTreeMap;
 
@@ -103,7 +103,8 @@ pub enum KvRequest {
     },
     /// This node replicates the partition (again): serve it.
     HandoffServe,
-    /// Receiving side: drop everything and any handoff state.
+    /// Drop everything and any handoff state, in one call. No longer sent
+    /// (see `HandoffDrop`); kept so later variants keep their wire numbers.
     HandoffReset,
     HandoffImport {
         items: Vec<HandoffItem>,
@@ -150,6 +151,11 @@ pub enum KvRequest {
     DebugDamage {
         key: Bytes,
         how: Damage,
+    },
+    /// This node no longer replicates the partition: remove a bounded part
+    /// of it (`start`: begin a drop; see `PartitionStore::drop_some`).
+    HandoffDrop {
+        start: bool,
     },
 }
 
@@ -227,4 +233,6 @@ pub enum KvResponse {
     /// (storage key, entry hash) pairs.
     KeyHashes(Vec<(Bytes, u64)>),
     Keys(Vec<Bytes>),
+    /// How far a step of a drop got.
+    Dropping(DropStep),
 }
