@@ -25,6 +25,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 . "$ROOT/scripts/lib/common.sh"
 # shellcheck source=lib/servers.sh
 . "$ROOT/scripts/lib/servers.sh"
+# shellcheck source=lib/steps.sh
+. "$ROOT/scripts/lib/steps.sh"
 PORT_BASE=10000 PORT_SPAN=12000
 bench_init rebalance-redis
 ensure_redis_tools
@@ -100,24 +102,14 @@ known_by_all 8
 agreed
 
 log "rebalancing onto the new master"
-touch "$WORK/moving"
-(
-    k=0
-    while [ $k -lt 120 ] && [ -e "$WORK/moving" ]; do
-        timeout 30 "$BENCH" -q "${TARGET[@]}" -w a --keyspace "$KEYS" -d "$VALUE" --rate "$RATE" \
-            -n $((RATE * 5)) --duration 10 --json "$WORK/during$k.json" || true
-        k=$((k + 1))
-    done
-) &
-LOADPID=$!
+step_load "$BENCH" "$WORK" "$KEYS" "$VALUE" "$RATE" "${TARGET[@]}"
 sleep 2
 t0=$EPOCHREALTIME
 timeout 1800 redis-cli --cluster rebalance "$SEED" --cluster-use-empty-masters \
     </dev/null >"$WORK/rebalance.log" 2>&1 ||
     { tail -n 20 "$WORK/rebalance.log" >&2; die "rebalance failed"; }
 t1=$EPOCHREALTIME
-rm -f "$WORK/moving"
-wait "$LOADPID" 2>/dev/null || true
+step_load_end "$WORK"
 
 moved_keys=$(rcli -p "$NEW" dbsize)
 slots=$(rcli -p "$NEW" cluster nodes | awk '/myself/ {

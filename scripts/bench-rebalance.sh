@@ -7,6 +7,7 @@
 #   KEYS=100000 scripts/bench-rebalance.sh
 #
 # Every load is bounded by count and time; only loopback is targeted.
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,7 @@ VALUE=${VALUE:-100}
 RATE=${RATE:-5000}
 HANDOFF_MIB=${HANDOFF_MIB:-64}
 OUT=${OUT:-rebalance-report.md}
-SECRET=bench-secret
+SECRET="bench-secret"
 
 cargo build --release -q -p colony-server -p colony-bench
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -61,6 +62,9 @@ sys.exit(0 if ok else 1)' "$want"; then
     return 1
 }
 
+# shellcheck source=lib/steps.sh
+. scripts/lib/steps.sh
+
 p99_of() { python3 scripts/lib/latency.py one "$1"; }
 
 handoff_bytes() { # sum of colony_handoff_bytes_total over nodes 1..3
@@ -97,21 +101,12 @@ bytes0=$(handoff_bytes)
 echo "node 4 joins" >&2
 t0=$(date +%s.%N)
 start_node 4 127.0.0.1:27201
-# Measure in 5-second steps while the move runs (bounded: at most 120 steps).
-(
-    k=0
-    while [ $k -lt 120 ] && ! [ -e "$WORK/settled" ]; do
-        "$BENCH" -q --port 27001 -w a --keyspace "$KEYS" -d "$VALUE" --rate "$RATE" \
-            -n $((RATE * 5)) --duration 10 --json "$WORK/during$k.json" || true
-        k=$((k + 1))
-    done
-) &
-LOADPID=$!
+# Measure in 5-second steps while the move runs.
+step_load "$BENCH" "$WORK" "$KEYS" "$VALUE" "$RATE" --port 27001
 sleep 2
 wait_settled 4 900
 t1=$(date +%s.%N)
-touch "$WORK/settled"
-wait "$LOADPID" 2>/dev/null || true
+step_load_end "$WORK"
 bytes1=$(handoff_bytes)
 read -r D50 D99 _ < <(python3 scripts/lib/latency.py steps "$WORK")
 secs=$(python3 -c "print(round($t1 - $t0, 1))")

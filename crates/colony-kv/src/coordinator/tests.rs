@@ -285,21 +285,26 @@ const R2: Need = Need {
     durable: 0,
 };
 
+/// A read at r=2 of the key with `hash` from primaries node1..node3.
+async fn read_r2(net: &Canned, hash: u64) -> crate::vnode::KvResponse {
+    read(
+        net,
+        key_req(hash),
+        primaries(&[1, 2, 3]),
+        R2,
+        &crate::clock::SystemClock,
+        &[],
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_read_asks_only_as_many_replicas_as_it_needs_this_node_first() {
     let mut second = std::collections::BTreeSet::new();
     for hash in 0..8 {
         let net = canned(2, &[(1, 1, true), (2, 1, true), (3, 1, true)]);
-        let got = read(
-            &net,
-            key_req(hash),
-            primaries(&[1, 2, 3]),
-            R2,
-            &crate::clock::SystemClock,
-            &[],
-        )
-        .await
-        .unwrap();
+        let got = read_r2(&net, hash).await;
         assert!(matches!(got, crate::vnode::KvResponse::Doc(Some(_))));
         let asked = net.fetched.lock().unwrap().clone();
         assert_eq!(asked.len(), 2, "hash {hash}: asked {asked:?}");
@@ -319,16 +324,7 @@ async fn a_failed_or_slow_replica_makes_the_read_ask_the_next() {
     // ends with two answers.
     for hash in 0..4 {
         let net = canned(1, &[(1, 1, true), (2, 1, true)]);
-        let got = read(
-            &net,
-            key_req(hash),
-            primaries(&[1, 2, 3]),
-            R2,
-            &crate::clock::SystemClock,
-            &[],
-        )
-        .await
-        .unwrap();
+        let got = read_r2(&net, hash).await;
         assert!(
             matches!(got, crate::vnode::KvResponse::Doc(Some(_))),
             "hash {hash}"
@@ -339,16 +335,7 @@ async fn a_failed_or_slow_replica_makes_the_read_ask_the_next() {
     for hash in 0..4 {
         let net = canned(1, &[(1, 1, true), (2, 1, true), (3, 1_500, true)]);
         let started = tokio::time::Instant::now();
-        read(
-            &net,
-            key_req(hash),
-            primaries(&[1, 2, 3]),
-            R2,
-            &crate::clock::SystemClock,
-            &[],
-        )
-        .await
-        .unwrap();
+        read_r2(&net, hash).await;
         assert!(
             started.elapsed() < std::time::Duration::from_millis(1_000),
             "hash {hash}: waited for the paused replica"
