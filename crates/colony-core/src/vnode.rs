@@ -109,9 +109,13 @@ impl Default for VnodeConfig {
     }
 }
 
+/// What a mailbox request's caller is sent: the reply and the barrier it
+/// waits for, or why the request was never handled.
+type Answer<R> = Result<(R, Option<Barrier>), CoreError>;
+
 struct Envelope<V: Vnode> {
     request: V::Request,
-    reply: oneshot::Sender<(V::Reply, Option<Barrier>)>,
+    reply: oneshot::Sender<Answer<V::Reply>>,
 }
 
 /// What a vnode's handles and its supervisor share.
@@ -184,28 +188,109 @@ impl<V: Vnode> VnodeHandle<V> {
             Err(request) => request,
         };
         let (reply, rx) = oneshot::channel();
-        // Counted before it is queued: from here until it is handled, no
-        // later request of this caller can overtake it inline.
-        self.cell.unhandled.fetch_add(1, Ordering::SeqCst);
-        match self.tx.try_send(Envelope { request, reply }) {
+        match self.enqueue(Envelope { request, reply }) {
             Ok(()) => Ok(ReplyFuture {
                 partition,
                 state: Waiting::Mailbox(rx),
                 flushing: None,
             }),
+            Err((_, e)) => Err(e),
+        }
+    }
+
+    /// Gather requests to send together (see [`VnodeBatch`]).
+    pub fn batch(&self) -> VnodeBatch<V> {
+        VnodeBatch {
+            handle: self.clone(),
+            envelopes: Vec::new(),
+        }
+    }
+
+    /// Put `env` in the mailbox, or give it back with the reason it was
+    /// refused.
+    #[allow(clippy::result_large_err)]
+    fn enqueue(&self, env: Envelope<V>) -> Result<(), (Envelope<V>, CoreError)> {
+        let partition = self.partition;
+        // Counted before it is queued: from here until it is handled, no
+        // later request of this caller can overtake it inline.
+        self.cell.unhandled.fetch_add(1, Ordering::SeqCst);
+        match self.tx.try_send(env) {
+            Ok(()) => Ok(()),
             Err(e) => {
                 self.cell.unhandled.fetch_sub(1, Ordering::SeqCst);
                 match e {
-                    mpsc::error::TrySendError::Full(_) => {
+                    mpsc::error::TrySendError::Full(env) => {
                         metrics::counter!("colony_vnode_overloaded_total").increment(1);
-                        Err(CoreError::Overloaded { partition })
+                        Err((env, CoreError::Overloaded { partition }))
                     }
-                    mpsc::error::TrySendError::Closed(_) => {
-                        Err(CoreError::VnodeStopped { partition })
+                    mpsc::error::TrySendError::Closed(env) => {
+                        Err((env, CoreError::VnodeStopped { partition }))
                     }
                 }
             }
         }
+    }
+
+    /// Handle and commit every request of `envelopes` on this task, in
+    /// order and with one commit, if the vnode is free; otherwise give them
+    /// back. If one panics, those before it are answered, it is told
+    /// `VnodeCrashed`, and the rest are given back for the rebuilt vnode.
+    fn try_inline_many(&self, envelopes: Vec<Envelope<V>>) -> Result<(), Vec<Envelope<V>>> {
+        let Some(mut guard) = self.cell.try_lock() else {
+            return Err(envelopes);
+        };
+        // As in `try_inline`: nothing sent to the mailbox may be overtaken.
+        if self.cell.unhandled.load(Ordering::SeqCst) != 0 {
+            return Err(envelopes);
+        }
+        let Some(vnode) = guard.as_mut().filter(|v| v.inline()) else {
+            return Err(envelopes);
+        };
+        let partition = self.partition;
+        let mut replies = Vec::with_capacity(envelopes.len());
+        let mut senders = Vec::with_capacity(envelopes.len());
+        let mut crashed = false;
+        let mut rest = envelopes.into_iter();
+        for Envelope { request, reply } in rest.by_ref() {
+            match catch_unwind(AssertUnwindSafe(|| vnode.handle(request))) {
+                Ok(r) => {
+                    replies.push(r);
+                    senders.push(reply);
+                }
+                Err(_) => {
+                    let _ = reply.send(Err(CoreError::VnodeCrashed { partition }));
+                    crashed = true;
+                    break;
+                }
+            }
+        }
+        if !replies.is_empty() {
+            let committed = catch_unwind(AssertUnwindSafe(|| {
+                vnode.commit(&mut replies);
+                vnode.barrier()
+            }));
+            match committed {
+                Ok(barrier) => {
+                    for (reply, sender) in replies.into_iter().zip(senders) {
+                        let b = barrier.as_ref().map(Barrier::share);
+                        let _ = sender.send(Ok((reply, b)));
+                    }
+                }
+                Err(_) => {
+                    // The batch's durability is unknown: its callers get
+                    // errors (the dropped senders).
+                    crashed = true;
+                }
+            }
+        }
+        if !crashed {
+            return Ok(());
+        }
+        // The vnode's state is suspect: the supervisor rebuilds it.
+        *guard = None;
+        drop(guard);
+        self.cell.crashed.notify_one();
+        Err(rest.collect())
     }
 
     /// Handle and commit `request` on this task if the vnode is free;
@@ -255,6 +340,69 @@ impl<V: Vnode> VnodeHandle<V> {
     }
 }
 
+/// Requests for one vnode gathered by a caller and sent together when
+/// it calls [`send`](Self::send) (or drops the batch): all handled inline
+/// with one commit if the vnode is free, else put in its mailbox in order.
+/// A pipelined connection sends each vnode its share of a pipeline this
+/// way, sparing a lock, a commit and a barrier per request. A reply future
+/// from [`push`](Self::push) is answered only once the batch is sent.
+pub struct VnodeBatch<V: Vnode> {
+    handle: VnodeHandle<V>,
+    envelopes: Vec<Envelope<V>>,
+}
+
+impl<V: Vnode> VnodeBatch<V> {
+    pub fn partition(&self) -> PartitionId {
+        self.handle.partition
+    }
+
+    /// Add `request`; its reply comes after the batch is sent.
+    pub fn push(&mut self, request: V::Request) -> ReplyFuture<V::Reply> {
+        let (reply, rx) = oneshot::channel();
+        self.envelopes.push(Envelope { request, reply });
+        ReplyFuture {
+            partition: self.handle.partition,
+            state: Waiting::Mailbox(rx),
+            flushing: None,
+        }
+    }
+
+    /// Send every request gathered. One the mailbox has no room for is
+    /// answered `Overloaded`, and so is every one after it, so that none
+    /// runs after an earlier one of the same caller was refused.
+    pub fn send(mut self) {
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if self.envelopes.is_empty() {
+            return;
+        }
+        let envelopes = std::mem::take(&mut self.envelopes);
+        let Err(rest) = self.handle.try_inline_many(envelopes) else {
+            return;
+        };
+        let mut refused: Option<CoreError> = None;
+        for env in rest {
+            if let Some(e) = &refused {
+                let _ = env.reply.send(Err(e.clone()));
+                continue;
+            }
+            if let Err((env, e)) = self.handle.enqueue(env) {
+                let _ = env.reply.send(Err(e.clone()));
+                refused = Some(e);
+            }
+        }
+    }
+}
+
+impl<V: Vnode> Drop for VnodeBatch<V> {
+    /// A batch is never lost: one dropped unsent is sent.
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 /// The reply to a request: already there (it ran inline), or to come from
 /// the vnode's mailbox; then, if its commit is not flushed yet, it waits
 /// for the group flush.
@@ -268,7 +416,7 @@ type Flushing = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), St
 
 enum Waiting<R> {
     Ready(Option<(R, Option<Barrier>)>),
-    Mailbox(oneshot::Receiver<(R, Option<Barrier>)>),
+    Mailbox(oneshot::Receiver<Answer<R>>),
 }
 
 // The reply is never pinned in place: it is moved out whole.
@@ -297,7 +445,8 @@ impl<R> std::future::Future for ReplyFuture<R> {
             Waiting::Ready(r) => r.take().ok_or(CoreError::VnodeCrashed { partition }),
             Waiting::Mailbox(rx) => match std::pin::Pin::new(rx).poll(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(r) => r.map_err(|_| CoreError::VnodeCrashed { partition }),
+                Poll::Ready(Ok(answer)) => answer,
+                Poll::Ready(Err(_)) => Err(CoreError::VnodeCrashed { partition }),
             },
         };
         match answer {
@@ -533,7 +682,7 @@ impl<V: Vnode> VnodeSupervisor<V> {
         };
         for (reply, sender) in replies.into_iter().zip(senders) {
             let b = barrier.as_ref().map(Barrier::share);
-            let _ = sender.send((reply, b));
+            let _ = sender.send(Ok((reply, b)));
         }
         self.cell.unhandled.fetch_sub(done, Ordering::SeqCst);
         if crashed {

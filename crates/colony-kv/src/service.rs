@@ -271,6 +271,18 @@ impl KvService {
     /// Send `op` to its vnode now; the returned future yields the reply.
     /// Ops submitted in order from one task are applied in that order.
     pub fn submit(&self, bucket: &Bytes, key: Bytes, op: KeyOp) -> Submitted {
+        self.submit_to(bucket, key, op, None)
+    }
+
+    /// [`submit`](Self::submit); a request for a local vnode joins that
+    /// vnode's batch in `gathering` instead of being sent now.
+    fn submit_to(
+        &self,
+        bucket: &Bytes,
+        key: Bytes,
+        op: KeyOp,
+        gathering: Option<&mut Pipeline>,
+    ) -> Submitted {
         if let Err(e) = self.check_key(&key) {
             return Submitted::Failed(Some(e));
         }
@@ -294,9 +306,17 @@ impl KvService {
                     hash,
                     op: kr.op.clone(),
                 };
-                match self.router.local(partition).and_then(|h| Ok(h.send(req)?)) {
+                let handle = match self.router.local(partition) {
+                    Ok(h) => h,
+                    Err(e) => return Submitted::Failed(Some(e)),
+                };
+                let sent = match gathering {
+                    Some(p) => Ok(p.batch_for(handle).push(req)),
+                    None => handle.send(req),
+                };
+                match sent {
                     Ok(f) => Submitted::Sent(f, Some((self.router.clone(), kr))),
-                    Err(e) => Submitted::Failed(Some(e)),
+                    Err(e) => Submitted::Failed(Some(e.into())),
                 }
             }
             Ok(Path::Replicated(..)) | Err(KvError::TryAgain(_)) => {
@@ -309,7 +329,8 @@ impl KvService {
     /// [`submit`](Self::submit), ordered after the requests on the same key
     /// submitted earlier through `pipeline` (local requests are ordered by
     /// their vnode's mailbox already; replicated ones take several round
-    /// trips and would otherwise overtake each other).
+    /// trips and would otherwise overtake each other). While `pipeline` is
+    /// gathering, a local request waits in it until it is sent.
     pub fn submit_ordered(
         &self,
         pipeline: &mut Pipeline,
@@ -317,7 +338,8 @@ impl KvService {
         key: Bytes,
         op: KeyOp,
     ) -> Submitted {
-        match self.submit(bucket, key.clone(), op) {
+        let gathering = pipeline.gathering.then_some(&mut *pipeline);
+        match self.submit_to(bucket, key.clone(), op, gathering) {
             Submitted::Routed(fut) => {
                 let slot = (bucket.clone(), key);
                 let prev = pipeline.last.get(&slot).cloned();

@@ -6,10 +6,11 @@ use crate::cmd::{self, CmdResult, Outcome, Session};
 use crate::resp::{self, Limits, Parsed, Protocol};
 use crate::state::{bucket_of_db, ClientInfo, NodeState};
 use bytes::BytesMut;
+use colony_kv::Pipeline;
 use futures::future::BoxFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -125,6 +126,7 @@ async fn run_batch(
     let mut queue: Vec<InFlight> = Vec::new();
     let mut commands = 0u64;
     let mut result = (false, 1);
+    let mut gathering = false;
     for _ in 0..MAX_BATCH {
         let args = match resp::parse_command(rbuf, limits) {
             Ok(Parsed::Command(args)) if args.is_empty() => continue,
@@ -134,7 +136,7 @@ async fn run_batch(
                 break;
             }
             Err(e) => {
-                drain(node, &mut queue, wbuf).await;
+                drain(node, &sess.pipeline, &mut queue, wbuf).await;
                 node.stats
                     .protocol_errors_total
                     .fetch_add(1, Ordering::Relaxed);
@@ -143,6 +145,13 @@ async fn run_batch(
                 break;
             }
         };
+        if !gathering && !rbuf.is_empty() {
+            // More commands follow: requests for this node's vnodes are
+            // gathered and sent per vnode when the batch is drained (see
+            // `Pipeline`). A lone command is sent at once, as it is.
+            lock(&sess.pipeline).gather();
+            gathering = true;
+        }
         commands += 1;
         let started = Instant::now();
         let (index, outcome) = cmd::dispatch(node, sess, args);
@@ -156,11 +165,11 @@ async fn run_batch(
             Outcome::Barrier(fut) => {
                 // Everything before it completes first, and nothing after
                 // it is sent until it completes.
-                drain(node, &mut queue, wbuf).await;
+                drain(node, &sess.pipeline, &mut queue, wbuf).await;
                 (fut, true)
             }
             Outcome::Close(r) => {
-                drain(node, &mut queue, wbuf).await;
+                drain(node, &sess.pipeline, &mut queue, wbuf).await;
                 finish(node, index, started, proto, r, wbuf);
                 result = (true, 1);
                 break;
@@ -173,15 +182,12 @@ async fn run_batch(
             fut,
         });
         if barrier {
-            drain(node, &mut queue, wbuf).await;
+            drain(node, &sess.pipeline, &mut queue, wbuf).await;
         }
     }
-    drain(node, &mut queue, wbuf).await;
+    drain(node, &sess.pipeline, &mut queue, wbuf).await;
     // Everything submitted is answered: no request left to order after.
-    sess.pipeline
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clear();
+    lock(&sess.pipeline).clear();
     // One shared counter update per batch, not per command.
     node.stats
         .commands_total
@@ -189,10 +195,21 @@ async fn run_batch(
     result
 }
 
-/// Run every queued command at once (requests on one key stay in order:
-/// see `Session::submit`) and encode the replies in order.
-async fn drain(node: &Arc<NodeState>, queue: &mut Vec<InFlight>, wbuf: &mut BytesMut) {
+fn lock(p: &Mutex<Pipeline>) -> std::sync::MutexGuard<'_, Pipeline> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Send what the pipeline gathered, run every queued command at once
+/// (requests on one key stay in order: see `Session::submit`) and encode
+/// the replies in order.
+async fn drain(
+    node: &Arc<NodeState>,
+    pipeline: &Mutex<Pipeline>,
+    queue: &mut Vec<InFlight>,
+    wbuf: &mut BytesMut,
+) {
     use futures::StreamExt;
+    lock(pipeline).send_gathered();
     let mut meta = Vec::with_capacity(queue.len());
     let mut running = futures::stream::FuturesOrdered::new();
     for f in queue.drain(..) {

@@ -72,3 +72,39 @@ async fn a_long_pipeline_on_one_key_is_applied_in_full_and_in_order() {
     assert_eq!(reads, want.iter().collect::<Vec<_>>());
     assert_eq!(replies.len(), 5005);
 }
+
+/// Single-key and multi-key commands in one pipeline reach each vnode in
+/// the order sent: a pipeline's requests are gathered per vnode and sent
+/// together, and MSET, MGET and DEL of several keys join the same batches.
+#[tokio::test]
+async fn multi_key_commands_keep_their_place_in_a_pipeline() {
+    let node = start().await;
+    let mut c = node.conn().await.unwrap();
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    let mut pipe = redis::pipe();
+    for k in &keys {
+        pipe.cmd("SET").arg(k).arg("old");
+    }
+    let mut mset = redis::cmd("MSET");
+    for k in &keys {
+        mset.arg(k).arg("new");
+    }
+    pipe.add_command(mset);
+    pipe.cmd("MGET").arg(&keys);
+    pipe.cmd("APPEND").arg("k0").arg("+");
+    pipe.cmd("DEL").arg(&keys[..10]);
+    pipe.cmd("SET").arg("k1").arg("again");
+    pipe.cmd("MGET").arg(&keys[..3]);
+    let replies: Vec<Value> = pipe.query_async(&mut c).await.unwrap();
+    let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+    let n = keys.len();
+    assert_eq!(replies[n], Value::Okay);
+    assert_eq!(replies[n + 1], Value::Array(vec![bulk("new"); n]));
+    assert_eq!(replies[n + 2], Value::Int(4));
+    assert_eq!(replies[n + 3], Value::Int(10));
+    assert_eq!(replies[n + 4], Value::Okay);
+    assert_eq!(
+        replies[n + 5],
+        Value::Array(vec![Value::Nil, bulk("again"), Value::Nil])
+    );
+}

@@ -226,6 +226,129 @@ async fn an_inline_panic_is_an_error_and_the_vnode_is_rebuilt() {
     a_panic_is_an_error_and_the_vnode_is_rebuilt(true).await;
 }
 
+/// A batch sent to an idle vnode runs on the caller's task, in order, with
+/// one commit for all of it; no reply comes before it is sent.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_runs_inline_in_order_with_one_commit() {
+    let f = start_with(VnodeConfig::default(), true);
+    let h = f.set.get(PartitionId(0)).unwrap().clone();
+    let (commits, handled_by) = (f.commits.clone(), f.handled_by.clone());
+    let caller = tokio::spawn(async move {
+        let mut batch = h.batch();
+        let mut replies: Vec<_> = (1..=10).map(|i| batch.push(i)).collect();
+        let first = replies.remove(0);
+        tokio::pin!(first);
+        {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(
+                std::future::Future::poll(first.as_mut(), &mut cx).is_pending(),
+                "a reply before its batch was sent"
+            );
+        }
+        assert_eq!(commits.load(Ordering::SeqCst), 0);
+        batch.send();
+        assert_eq!(first.await.unwrap(), 1);
+        let mut sum = 1;
+        for (i, r) in (2..=10).zip(replies) {
+            sum += i;
+            assert_eq!(r.await.unwrap(), sum);
+        }
+        assert_eq!(*handled_by.lock().unwrap(), Some(tokio::task::id()));
+    });
+    caller.await.unwrap();
+    assert_eq!(f.commits.load(Ordering::SeqCst), 1);
+    f.set.shutdown().await;
+}
+
+/// A batch for a busy vnode goes to its mailbox, behind what is there, and
+/// a later request of the same caller cannot overtake it inline.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_for_a_busy_vnode_queues_and_is_not_overtaken() {
+    let f = start_with(VnodeConfig::default(), true);
+    let h = f.set.get(PartitionId(0)).unwrap().clone();
+    let busy = h.cell.state.lock().unwrap();
+    let mut batch = h.batch();
+    let a = batch.push(1);
+    let b = batch.push(10);
+    batch.send();
+    drop(busy);
+    let c = h.send(100).unwrap();
+    assert_eq!(a.await.unwrap(), 1);
+    assert_eq!(b.await.unwrap(), 11);
+    assert_eq!(c.await.unwrap(), 111);
+    drop(h);
+    f.set.shutdown().await;
+}
+
+/// Requests of a batch the mailbox has no room for are answered
+/// `Overloaded` through their replies, and are never applied.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_past_a_full_mailbox_is_refused_from_there_on() {
+    let f = start_with(
+        VnodeConfig {
+            mailbox_capacity: 2,
+            ..VnodeConfig::default()
+        },
+        true,
+    );
+    let h = f.set.get(PartitionId(0)).unwrap().clone();
+    let busy = h.cell.state.lock().unwrap();
+    let mut batch = h.batch();
+    let replies: Vec<_> = [1, 10, 100, 1000].map(|i| batch.push(i)).into();
+    batch.send();
+    drop(busy);
+    let mut got = Vec::new();
+    for r in replies {
+        got.push(r.await);
+    }
+    let overloaded = Err(CoreError::Overloaded {
+        partition: PartitionId(0),
+    });
+    assert_eq!(got, vec![Ok(1), Ok(11), overloaded.clone(), overloaded]);
+    // Nothing refused was applied.
+    assert_eq!(h.call(0).await.unwrap(), 11);
+    drop(h);
+    f.set.shutdown().await;
+}
+
+/// A batch dropped without `send` is still sent: no reply waits forever.
+#[tokio::test(flavor = "current_thread")]
+async fn a_dropped_batch_is_sent() {
+    let f = start_with(VnodeConfig::default(), true);
+    let h = f.set.get(PartitionId(0)).unwrap().clone();
+    let mut batch = h.batch();
+    let r = batch.push(7);
+    drop(batch);
+    assert_eq!(r.await.unwrap(), 7);
+    drop(h);
+    f.set.shutdown().await;
+}
+
+/// A request that panics inline fails alone: those before it are answered,
+/// those after it wait for the rebuilt vnode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_inside_an_inline_batch_fails_only_that_request() {
+    let f = start_with(VnodeConfig::default(), true);
+    let h = f.set.get(PartitionId(0)).unwrap().clone();
+    let mut batch = h.batch();
+    let a = batch.push(5);
+    let b = batch.push(POISON);
+    let c = batch.push(1);
+    batch.send();
+    assert_eq!(a.await.unwrap(), 5);
+    assert_eq!(
+        b.await,
+        Err(CoreError::VnodeCrashed {
+            partition: PartitionId(0)
+        })
+    );
+    // The rebuilt vnode starts from zero and then applies the rest.
+    assert_eq!(c.await.unwrap(), 1);
+    assert_eq!(h.call(1).await.unwrap(), 2);
+    drop(h);
+    f.set.shutdown().await;
+}
+
 /// A vnode whose commits go to a buffer that a shared group flush empties.
 struct Buffered {
     group: Arc<GroupFlush>,

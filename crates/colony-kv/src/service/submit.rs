@@ -4,9 +4,10 @@
 use super::{unexpected, Router};
 use crate::coordinator::KeyReq;
 use crate::vnode::KvResponse;
+use crate::vnode::KvVnode;
 use crate::{KvError, Reply};
 use bytes::Bytes;
-use colony_core::vnode::ReplyFuture;
+use colony_core::vnode::{ReplyFuture, VnodeBatch, VnodeHandle};
 use colony_core::NodeId;
 use futures::future::Shared;
 use std::collections::HashMap;
@@ -17,14 +18,58 @@ use std::task::{Context, Poll};
 /// Orders one client's pipelined requests on the same key while requests
 /// on different keys run at once. A connection keeps one and clears it
 /// whenever everything submitted so far has been answered.
+///
+/// While *gathering*, requests for this node's own vnodes are not sent at
+/// once but gathered per vnode, and [`send_gathered`](Self::send_gathered)
+/// sends each vnode its share in one batch (one lock, one commit, one
+/// barrier for a whole pipeline). Their replies come only after that: a
+/// connection gathers while it parses a pipeline and sends before it awaits
+/// any reply.
 #[derive(Default)]
 pub struct Pipeline {
     pub(super) last: HashMap<(Bytes, Bytes), Shared<futures::future::BoxFuture<'static, ()>>>,
+    pub(super) gathering: bool,
+    /// Requests gathered, per vnode, in the order they were submitted.
+    pub(super) gathered: Vec<VnodeBatch<KvVnode>>,
 }
 
 impl Pipeline {
+    /// Forget the order of requests answered (all must be) and stop
+    /// gathering.
     pub fn clear(&mut self) {
+        self.send_gathered();
+        self.gathering = false;
         self.last.clear();
+    }
+
+    /// Gather local requests from now on, until [`clear`](Self::clear).
+    pub fn gather(&mut self) {
+        self.gathering = true;
+    }
+
+    /// Send every request gathered so far.
+    pub fn send_gathered(&mut self) {
+        for batch in self.gathered.drain(..) {
+            batch.send();
+        }
+    }
+
+    /// The batch gathering requests for `handle`'s vnode.
+    pub(super) fn batch_for(&mut self, handle: &VnodeHandle<KvVnode>) -> &mut VnodeBatch<KvVnode> {
+        let partition = handle.partition();
+        // A pipeline touches few vnodes: a linear search beats a map.
+        let i = match self
+            .gathered
+            .iter()
+            .position(|b| b.partition() == partition)
+        {
+            Some(i) => i,
+            None => {
+                self.gathered.push(handle.batch());
+                self.gathered.len() - 1
+            }
+        };
+        &mut self.gathered[i]
     }
 }
 

@@ -214,9 +214,8 @@ fn mset(call: &Call<'_>, name: &str) -> Outcome {
         let futs: Vec<_> = pairs
             .into_iter()
             .map(|(k, v)| {
-                call.node
-                    .kv
-                    .submit(&bucket, k, set_op(v, SetExpire::Clear, SetCond::Always))
+                let op = set_op(v, SetExpire::Clear, SetCond::Always);
+                call.sess.submit(&call.node.kv, &bucket, k, op)
             })
             .collect();
         return Outcome::Pending(Box::pin(async move {
