@@ -69,7 +69,8 @@ struct Args {
     pipeline: usize,
     /// Open-loop total rate(s) in ops/s, comma-separated: one step each.
     /// Latency counts from each op's scheduled send time (no coordinated
-    /// omission); timers tick per millisecond, so up to ~1 ms of that is slack.
+    /// omission); a pacer thread hands out the send times as they fall due,
+    /// tens of microseconds late at most on an idle machine.
     #[arg(long, value_delimiter = ',')]
     rate: Vec<f64>,
     /// Operations per step (0: only the load phase).

@@ -46,9 +46,10 @@ pub struct PhaseResult {
 #[derive(Debug, Clone, Copy)]
 enum Pace {
     Closed,
-    /// Each client sends one op every `interval`, latency from the intended time.
+    /// `rate` ops/s in all, each op sent at its slot by a client the pacer
+    /// hands it to; latency from the slot.
     Open {
-        interval: Duration,
+        rate: f64,
     },
 }
 
@@ -93,9 +94,7 @@ pub async fn run_load(cfg: &Arc<BenchConfig>) -> anyhow::Result<PhaseResult> {
 /// One measured step: closed loop, or open loop at `rate` ops/s in total.
 pub async fn run_step(cfg: &Arc<BenchConfig>, rate: Option<f64>) -> anyhow::Result<PhaseResult> {
     let pace = match rate {
-        Some(r) => Pace::Open {
-            interval: Duration::from_secs_f64(cfg.clients as f64 / r),
-        },
+        Some(rate) => Pace::Open { rate },
         None => Pace::Closed,
     };
     let mix = cfg.workload.mix();
@@ -125,6 +124,16 @@ async fn drive(
     let progress = cfg
         .progress
         .then(|| tokio::spawn(report_progress(shared.clone())));
+    let (mut slots, pacer) = match pace {
+        Pace::Open { rate } => {
+            let (txs, rxs): (Vec<_>, Vec<_>) = (0..clients.len())
+                .map(|_| tokio::sync::mpsc::unbounded_channel())
+                .unzip();
+            let pacer = start_pacer(shared.clone(), rate, txs)?;
+            (rxs.into_iter().map(Some).collect(), Some(pacer))
+        }
+        Pace::Closed => (Vec::new(), None),
+    };
     let tasks: Vec<JoinHandle<(Stats, Instant)>> = clients
         .into_iter()
         .enumerate()
@@ -132,9 +141,8 @@ async fn drive(
             let ctx = ClientTask {
                 shared: shared.clone(),
                 cfg: cfg.clone(),
-                index: i,
-                pace,
                 source: source(i),
+                slots: slots.get_mut(i).and_then(Option::take),
             };
             tokio::spawn(ctx.run(client))
         })
@@ -145,6 +153,10 @@ async fn drive(
         let (client_stats, client_finished) = task.await.context("client task panicked")?;
         stats.merge(&client_stats);
         finished = finished.max(client_finished);
+    }
+    if let Some(pacer) = pacer {
+        // It has stopped: every client ends only once its slots end.
+        let _ = pacer.join();
     }
     // Until the last client finished: merging histograms is not part of the run.
     let elapsed = finished - start;
@@ -177,12 +189,52 @@ async fn connect_clients(cfg: &Arc<BenchConfig>) -> anyhow::Result<Vec<Client>> 
     Ok(clients)
 }
 
+/// Open loop: a thread of its own hands out the ops' slots, `1/rate`
+/// apart, as they fall due, each to the next client in turn (so each client
+/// has one slot every `clients/rate`). Tokio's timers fire on millisecond
+/// ticks, up to a millisecond late, and all of that lateness would count as
+/// latency; a thread sleeping until each slot is late by tens of
+/// microseconds. Slots already due when it wakes go out together. It stops
+/// at the phase's deadline or operation limit, which ends the clients.
+fn start_pacer(
+    shared: Arc<Shared>,
+    rate: f64,
+    slots: Vec<tokio::sync::mpsc::UnboundedSender<Instant>>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let start = shared.start.into_std();
+    let deadline = shared.deadline.into_std();
+    std::thread::Builder::new()
+        .name("pacer".into())
+        .spawn(move || {
+            // Clients still taking slots (one that reached the operation
+            // limit, or failed, has dropped its end).
+            let mut open = slots.len();
+            let mut gone = vec![false; slots.len()];
+            for k in 0..shared.limit {
+                let at = start + Duration::from_secs_f64(k as f64 / rate);
+                if at >= deadline || open == 0 {
+                    break;
+                }
+                let now = std::time::Instant::now();
+                if at > now {
+                    std::thread::sleep(at - now);
+                }
+                let i = (k % slots.len() as u64) as usize;
+                if !gone[i] && slots[i].send(Instant::from_std(at)).is_err() {
+                    gone[i] = true;
+                    open -= 1;
+                }
+            }
+        })
+        .context("starting the pacer thread")
+}
+
 struct ClientTask {
     shared: Arc<Shared>,
     cfg: Arc<BenchConfig>,
-    index: usize,
-    pace: Pace,
     source: Source,
+    /// Open loop: the slots of this client's ops, from the pacer.
+    slots: Option<tokio::sync::mpsc::UnboundedReceiver<Instant>>,
 }
 
 impl ClientTask {
@@ -193,21 +245,17 @@ impl ClientTask {
         let mut ops: Vec<Op> = Vec::with_capacity(depth);
         let mut intended: Vec<Instant> = Vec::with_capacity(depth);
         let mut done: Vec<Done> = Vec::with_capacity(depth);
-        // Open loop: stagger clients evenly across one interval.
-        let mut next = match self.pace {
-            Pace::Open { interval } => {
-                self.shared.start + interval.mul_f64(self.index as f64 / self.cfg.clients as f64)
-            }
-            Pace::Closed => self.shared.start,
-        };
         loop {
             ops.clear();
             intended.clear();
-            let filled = match self.pace {
-                Pace::Closed => self.fill_closed(&mut ops, &mut intended, depth),
-                Pace::Open { interval } => {
-                    self.fill_open(&mut ops, &mut intended, depth, &mut next, interval)
-                        .await
+            let filled = match self.slots.take() {
+                None => self.fill_closed(&mut ops, &mut intended, depth),
+                Some(mut slots) => {
+                    let filled = self
+                        .fill_open(&mut ops, &mut intended, depth, &mut slots)
+                        .await;
+                    self.slots = Some(slots);
+                    filled
                 }
             };
             if !filled {
@@ -243,32 +291,28 @@ impl ClientTask {
         n > 0
     }
 
-    /// Waits for the next scheduled op, then takes every op already due (up to
-    /// the pipeline depth). Latency will be measured from each op's slot.
+    /// Waits for the next slot, then takes every slot already due (up to the
+    /// pipeline depth); false once the pacer has stopped. Latency will be
+    /// measured from each op's slot.
     async fn fill_open(
         &mut self,
         ops: &mut Vec<Op>,
         intended: &mut Vec<Instant>,
         depth: usize,
-        next: &mut Instant,
-        interval: Duration,
+        slots: &mut tokio::sync::mpsc::UnboundedReceiver<Instant>,
     ) -> bool {
-        if *next >= self.shared.deadline {
-            return false;
-        }
-        let mut now = Instant::now();
-        if *next > now {
-            tokio::time::sleep_until(*next).await;
-            now = Instant::now();
-        }
-        while ops.len() < depth && *next <= now && *next < self.shared.deadline {
+        let mut slot = slots.recv().await;
+        while let Some(at) = slot {
             let (first, n) = self.shared.claim(1);
             if n == 0 {
                 break;
             }
             ops.push(self.next_op(first));
-            intended.push(*next);
-            *next += interval;
+            intended.push(at);
+            if ops.len() >= depth {
+                break;
+            }
+            slot = slots.try_recv().ok();
         }
         !ops.is_empty()
     }
