@@ -411,4 +411,58 @@ mod tests {
         let cfg = config(&["only:1"], 4);
         assert!((0..cfg.clients).all(|i| cfg.server_for(i).seed_addr == "only:1"));
     }
+
+    fn shared(limit: u64, duration: Duration) -> Arc<Shared> {
+        let start = Instant::now();
+        Arc::new(Shared {
+            claimed: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            limit,
+            start,
+            deadline: start + duration,
+        })
+    }
+
+    /// Slot k is `k/rate` after the start and goes to client `k mod
+    /// clients`; the pacer hands out `limit` slots, then stops.
+    #[test]
+    fn the_pacer_hands_each_client_its_slots_in_turn_up_to_the_limit() {
+        let shared = shared(12, Duration::from_secs(60));
+        let (txs, mut rxs): (Vec<_>, Vec<_>) = (0..3)
+            .map(|_| tokio::sync::mpsc::unbounded_channel())
+            .unzip();
+        let pacer = start_pacer(shared.clone(), 2_000.0, txs).unwrap();
+        pacer.join().unwrap();
+        for (c, rx) in rxs.iter_mut().enumerate() {
+            let mut got = Vec::new();
+            while let Ok(at) = rx.try_recv() {
+                got.push(at - shared.start);
+            }
+            let want: Vec<Duration> = (0..4)
+                .map(|j| Duration::from_micros(500 * (3 * j + c as u64)))
+                .collect();
+            assert_eq!(got, want, "client {c}");
+        }
+    }
+
+    /// Clients that stop taking slots (they reached the operation limit)
+    /// end the pacer long before its deadline.
+    #[test]
+    fn the_pacer_stops_once_every_client_is_gone() {
+        let shared = shared(u64::MAX, Duration::from_secs(3600));
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..2)
+            .map(|_| tokio::sync::mpsc::unbounded_channel::<Instant>())
+            .unzip();
+        let pacer = start_pacer(shared, 10_000.0, txs).unwrap();
+        drop(rxs);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(pacer.join().is_ok());
+        });
+        assert_eq!(
+            done_rx.recv_timeout(Duration::from_secs(60)),
+            Ok(true),
+            "the pacer kept running with no client left"
+        );
+    }
 }
