@@ -11,7 +11,8 @@
 #      values, then restart time after kill -9 with those keys;
 #   5. for each target: latency under an open-loop load of half its peak
 #      (the median pipeline-1 throughput of HALF_WORKLOAD), for HALF_SECONDS;
-#   6. prints a markdown report and writes it to OUT.
+#   6. prints a markdown report and writes it to OUT; with UPDATE_BENCHMARKS=1
+#      also into BENCHMARKS.md, replacing the previous generated section.
 #
 # Environment (defaults in brackets):
 #   N [200000]            requests per measured run (each run also stops at DURATION)
@@ -31,6 +32,8 @@
 #   HALF_SECONDS [20]     length of each half-of-peak run
 #   SKIP_MEMORY=1         skip memory and recovery
 #   OUT [bench-report.md] where the report is written (it is also printed)
+#   UPDATE_BENCHMARKS=1   also put the report in BENCHMARKS.md, between the
+#                         markers of its "Latest generated run" section
 #   RESULTS_DIR           if set, raw colony-bench JSON and server logs are copied here
 #   COLONY_BIN, BENCH_BIN use these binaries; the build is skipped for each one given
 #
@@ -41,7 +44,7 @@ set -euo pipefail
 
 SETTINGS="N RUNS CLIENTS KEYSPACE DURATION PIPELINES WORKLOADS TARGETS MEM_KEYS
 MEM_DURATION STARTUP_RUNS RECOVERY_RUNS HALF_WORKLOAD HALF_SECONDS SKIP_MEMORY OUT RESULTS_DIR
-COLONY_BIN BENCH_BIN"
+COLONY_BIN BENCH_BIN UPDATE_BENCHMARKS"
 COMMAND=""
 for v in $SETTINGS; do
     if [ -n "${!v+x}" ]; then COMMAND+="$v=$(printf %q "${!v}") "; fi
@@ -342,3 +345,7 @@ record machine.loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 save_results
 write_report "$RESULTS" | tee "$OUT"
 log "report written to $OUT"
+if [ "${UPDATE_BENCHMARKS:-0}" = 1 ]; then
+    splice_report "$ROOT/BENCHMARKS.md" "$OUT"
+    log "report put in $ROOT/BENCHMARKS.md"
+fi

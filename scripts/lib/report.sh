@@ -274,3 +274,31 @@ for n in notes or ["No errors; no run was stopped by --duration."]:
 print("\n".join(out))
 PY
 }
+
+# splice_report FILE REPORT: replace what lies between the generated-section
+# markers of FILE with REPORT, its headings two levels down (the markers
+# stay). Fails, changing nothing, if FILE lacks either marker.
+splice_report() {
+    local file=$1 report=$2
+    local begin='<!-- scripts/bench.sh report: begin -->'
+    local end='<!-- scripts/bench.sh report: end -->'
+    if ! grep -qxF "$begin" "$file" || ! grep -qxF "$end" "$file"; then
+        echo "splice_report: $file lacks the markers $begin / $end" >&2
+        return 1
+    fi
+    awk -v b="$begin" -v e="$end" -v r="$report" '
+        $0 == b {
+            print
+            while ((getline line < r) > 0) {
+                if (line ~ /^```/) fenced = !fenced
+                if (!fenced && line ~ /^#/) line = "##" line
+                print line
+            }
+            skip = 1
+            next
+        }
+        $0 == e { skip = 0 }
+        !skip { print }
+    ' "$file" >"$file.tmp"
+    mv "$file.tmp" "$file"
+}
