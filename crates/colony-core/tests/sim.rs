@@ -13,8 +13,9 @@
 //! returns less than was acknowledged before it began, and (every few
 //! steps) the node serving a key holds its last acknowledged write.
 //! Checked once the network heals: every node holds one ring, no move is
-//! left, ownership is balanced, and every acknowledged write is on its
-//! owner.
+//! left, ownership is balanced, every key takes a new write (no partition
+//! is left sealed or refused by its owner), and every acknowledged write is
+//! on its owner.
 //!
 //! A failure prints its seed and the command replaying it. Environment:
 //! `COLONY_SIM_SEED=<seed>` runs one seed, `COLONY_SIM_SEEDS=a..b` a range,

@@ -73,6 +73,21 @@ pub fn run(seed: u64, cfg: &Config, trace: bool) -> Result<Summary, String> {
             ));
         }
     }
+    // Every partition takes writes again: one left sealed, or refused as
+    // moved by the node that owns it, would not.
+    w.client.write_every_partition(cfg);
+    let deadline = w.now + cfg.settle_ticks;
+    while !w.client.idle() {
+        w.step(false)?;
+        if w.now >= deadline {
+            return Err(format!(
+                "writes unacknowledged {} ticks after settling: {:?}\n{}",
+                cfg.settle_ticks,
+                w.client.refused,
+                w.describe()
+            ));
+        }
+    }
     w.check_final()?;
     Ok(w.summary())
 }
