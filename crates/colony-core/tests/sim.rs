@@ -1,31 +1,38 @@
 //! Deterministic simulation of a Colony cluster: membership changes, ring
 //! merge and ownership handoff under message loss, delay, duplication and
-//! reordering, and node restarts. All ring logic is the real `Ring`; the
-//! network, the nodes' storage, handoff and the client are modelled in
-//! `sim/`. One seed decides a whole run: no threads, no wall clock.
+//! reordering, and node restarts. All ring logic is the real `Ring`, and
+//! every transfer runs the real sender and receiver of
+//! `cluster/handoff.rs`, polled by the sim's loop over a simulated network,
+//! store and clock (`sim/host.rs`, `sim/store.rs`). The network, the nodes'
+//! storage, their housekeeping (gossip, scheduling transfers, dropping
+//! data: a model of `cluster/maintain.rs`) and the client are modelled in
+//! `sim/`. One seed decides a whole run: no threads, and no wall clock in
+//! any decision.
 //!
 //! Checked after every step: no two nodes serve a partition, no read
 //! returns less than was acknowledged before it began, and (every few
 //! steps) the node serving a key holds its last acknowledged write.
 //! Checked once the network heals: every node holds one ring, no move is
-//! left, ownership is balanced, and every acknowledged write is on its
-//! owner.
+//! left, ownership is balanced, every key takes a new write (no partition
+//! is left sealed or refused by its owner), and every acknowledged write is
+//! on its owner.
 //!
 //! A failure prints its seed and the command replaying it. Environment:
 //! `COLONY_SIM_SEED=<seed>` runs one seed, `COLONY_SIM_SEEDS=a..b` a range,
 //! `COLONY_SIM_TRACE=1` prints every event, `COLONY_SIM_AS_WRITTEN=<flaw>,…`
-//! (or `all`) brings back behaviours of the handoff protocol as written
-//! that the sim's protocol changes (see `sim/config.rs`).
+//! (or `all`) brings back flaws of earlier versions of the housekeeping the
+//! sim models (see `sim/config.rs`).
 #![allow(clippy::unwrap_used)]
 
 mod sim {
     pub mod client;
     pub mod config;
-    pub mod handoff;
+    pub mod host;
     pub mod msg;
     pub mod net;
     pub mod node;
     pub mod serve;
+    pub mod store;
     pub mod world;
 }
 

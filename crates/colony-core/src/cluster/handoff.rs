@@ -9,94 +9,24 @@
 //! retried by their coordinators). Only then does it mark the partition moved,
 //! hand it over in the ring and tell the receiver, which owns it from then on.
 
+mod host;
+mod store;
+
 use super::msg::{self, Handoff, HandoffItem, HandoffReply, SVC_HANDOFF};
 use super::Inner;
-use crate::{NodeId, PartitionId};
+use crate::{CoreError, NodeId, PartitionId, Ring};
 use bytes::Bytes;
+use host::lock;
+pub(crate) use host::Incoming;
+pub use host::{HandoffBook, HandoffHost, RingEdit};
 use serde::Serialize;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+pub use store::{Chunk, DropStep, PartitionStore};
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A chunk of a partition and the cursor after it (None: the end).
-pub type Chunk = (Vec<HandoffItem>, Option<Bytes>);
-
-/// What a service gives core so it can move its partitions. Keys and values
-/// are opaque bytes; a store must accept back what it handed out.
-pub trait PartitionStore: Send + Sync + 'static {
-    /// Start recording keys of `partition` written from now on (a store
-    /// already recording keeps what it has).
-    fn begin(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>>;
-    /// Entries after `after` (from the start when None), about `max_bytes`
-    /// of them, and the cursor to continue from (None when done).
-    fn read_chunk(
-        &self,
-        partition: PartitionId,
-        after: Option<Bytes>,
-        max_bytes: usize,
-    ) -> BoxFut<'_, Result<Chunk, String>>;
-    /// The current state of every key recorded since the last call. With
-    /// `seal`, refuse writes to the partition from now on (retryably).
-    fn take_dirty(
-        &self,
-        partition: PartitionId,
-        seal: bool,
-    ) -> BoxFut<'_, Result<Vec<HandoffItem>, String>>;
-    /// Record `keys` as written again (their sending failed).
-    fn redirty(&self, partition: PartitionId, keys: Vec<Bytes>) -> BoxFut<'_, Result<(), String>>;
-    /// Accept writes again (a sealed transfer failed; it will be retried).
-    fn unseal(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>>;
-    /// The transfer is called off: stop recording, accept writes.
-    fn cancel(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>>;
-    /// The partition now belongs to `to`: refuse every request, naming `to`.
-    fn moved(&self, partition: PartitionId, to: NodeId) -> BoxFut<'_, Result<(), String>>;
-    /// This node replicates the partition (again): serve it, even if an
-    /// earlier hand-over had marked it moved.
-    fn replicating(&self, partition: PartitionId) -> BoxFut<'_, Result<(), String>>;
-    /// Remove a bounded part of the partition's entries (this node no
-    /// longer replicates it), so no single call holds the partition's
-    /// requests up for long. `start` begins a drop and forgets any handoff
-    /// state; the calls after it go on only while the store has seen the
-    /// partition neither written, hinted, received nor served again since
-    /// (otherwise [`DropStep::Stopped`], keeping what is left). A drop cut
-    /// short, by that or a crash, leaves part of the data: a later drop
-    /// removes the rest.
-    fn drop_some(
-        &self,
-        partition: PartitionId,
-        start: bool,
-    ) -> BoxFut<'_, Result<DropStep, String>>;
-    /// Store entries received from the previous owner.
-    fn import(
-        &self,
-        partition: PartitionId,
-        items: Vec<HandoffItem>,
-    ) -> BoxFut<'_, Result<(), String>>;
-    /// Whether any entry of the partition is stored here.
-    fn has_data(&self, partition: PartitionId) -> bool;
-    /// Whether the partition's data must stay here although this node does
-    /// not replicate it (it holds hints not yet handed back).
-    fn pinned(&self, _partition: PartitionId) -> bool {
-        false
-    }
-    /// About how many keys the partition holds.
-    fn key_count(&self, partition: PartitionId) -> BoxFut<'_, u64>;
-}
-
-/// How far one [`PartitionStore::drop_some`] got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub enum DropStep {
-    /// Nothing of the partition is left here.
-    Done,
-    /// A bounded part was removed; call again for the rest.
-    More,
-    /// The partition was written, hinted, received or served again since
-    /// the drop began: what is left stays.
-    Stopped,
-}
 
 #[derive(Debug, Clone)]
 pub struct HandoffConfig {
@@ -149,13 +79,10 @@ impl TransferProgress {
 
 /// Run one transfer of `partition` to `to`. Errors leave the partition
 /// serving here; the scheduler retries, resuming where the receiver stopped.
-pub(super) async fn send(inner: Arc<Inner>, partition: PartitionId, to: NodeId) {
-    let store = match inner.store.get() {
-        Some(s) => s.clone(),
-        None => return,
-    };
+pub async fn send<H: HandoffHost>(inner: Arc<H>, partition: PartitionId, to: NodeId) {
+    let Some(store) = inner.store() else { return };
     let attempt = {
-        let mut t = lock(&inner.transfers);
+        let mut t = lock(&inner.book().transfers);
         let keys_total = 0;
         let e = t.entry(partition).or_insert_with(|| TransferProgress {
             partition,
@@ -167,23 +94,23 @@ pub(super) async fn send(inner: Arc<Inner>, partition: PartitionId, to: NodeId) 
             elapsed_ms: 0,
             eta_ms: None,
             attempts: 0,
-            started: Some(Instant::now()),
+            started: Some(inner.now()),
         });
         e.attempts += 1;
         e.attempts
     };
     metrics::gauge!("colony_handoff_active").increment(1.0);
     let mut touched = Vec::new();
-    let result = transfer(&inner, &*store, partition, &to, &mut touched).await;
+    let result = transfer(&*inner, &*store, partition, &to, &mut touched).await;
     metrics::gauge!("colony_handoff_active").decrement(1.0);
     match result {
         Ok(()) => {
-            lock(&inner.transfers).remove(&partition);
+            lock(&inner.book().transfers).remove(&partition);
             metrics::counter!("colony_handoff_completed_total").increment(1);
             tracing::info!(%partition, %to, "handoff complete");
         }
         Err(Outcome::Cancelled) => {
-            lock(&inner.transfers).remove(&partition);
+            lock(&inner.book().transfers).remove(&partition);
             for range in touched {
                 if let Err(e) = store.cancel(range).await {
                     tracing::warn!(%partition, %range, error = %e, "cancelling a handoff");
@@ -197,7 +124,7 @@ pub(super) async fn send(inner: Arc<Inner>, partition: PartitionId, to: NodeId) 
                     tracing::warn!(%partition, %range, error = %e, "unsealing after a failed handoff");
                 }
             }
-            if let Some(t) = lock(&inner.transfers).get_mut(&partition) {
+            if let Some(t) = lock(&inner.book().transfers).get_mut(&partition) {
                 t.phase = "retrying";
             }
             metrics::counter!("colony_handoff_failures_total").increment(1);
@@ -217,28 +144,24 @@ impl From<String> for Outcome {
     }
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn set_phase(inner: &Inner, partition: PartitionId, phase: &'static str) {
-    if let Some(t) = lock(&inner.transfers).get_mut(&partition) {
+fn set_phase(inner: &impl HandoffHost, partition: PartitionId, phase: &'static str) {
+    if let Some(t) = lock(&inner.book().transfers).get_mut(&partition) {
         t.phase = phase;
     }
 }
 
-fn progress(inner: &Inner, partition: PartitionId, keys: u64, bytes: u64) {
+fn progress(inner: &impl HandoffHost, partition: PartitionId, keys: u64, bytes: u64) {
     metrics::counter!("colony_handoff_keys_total").increment(keys);
     metrics::counter!("colony_handoff_bytes_total").increment(bytes);
-    if let Some(t) = lock(&inner.transfers).get_mut(&partition) {
+    if let Some(t) = lock(&inner.book().transfers).get_mut(&partition) {
         t.keys_done += keys;
         t.bytes_done += bytes;
         t.refresh();
     }
 }
 
-async fn transfer(
-    inner: &Arc<Inner>,
+async fn transfer<H: HandoffHost>(
+    inner: &H,
     store: &dyn PartitionStore,
     vnode: PartitionId,
     to: &NodeId,
@@ -247,7 +170,7 @@ async fn transfer(
     let still_planned = || {
         inner
             .ring()
-            .is_some_and(|r| r.owner(vnode) == Some(&inner.me) && r.next(vnode) == Some(to))
+            .is_some_and(|r| r.owner(vnode) == Some(inner.me()) && r.next(vnode) == Some(to))
     };
     let Some(ring) = inner.ring() else {
         return Err(Outcome::Cancelled);
@@ -260,12 +183,12 @@ async fn transfer(
     // The session changes when this process restarts: the keys it recorded
     // as written meanwhile are lost then, so the receiver must not resume
     // an earlier session's transfer past them.
-    let base = format!("{}/{}/{}/{:016x}", inner.me, vnode, gen, inner.session);
+    let base = format!("{}/{}/{}/{:016x}", inner.me(), vnode, gen, inner.session());
     let mut keys_total = 0;
     for (r, _) in &ranges {
         keys_total += store.key_count(*r).await;
     }
-    if let Some(t) = lock(&inner.transfers).get_mut(&vnode) {
+    if let Some(t) = lock(&inner.book().transfers).get_mut(&vnode) {
         t.keys_total = keys_total;
     }
     set_phase(inner, vnode, "streaming");
@@ -341,7 +264,7 @@ async fn transfer(
     // ranges this node no longer replicates.
     let before = ring;
     let ring = inner
-        .update_ring_local(|r| {
+        .update_ring_local(Box::new(|r: &mut Ring| {
             // Checked under the ring lock: a move completed since the last
             // check could still add a range; then this attempt fails and
             // the retry sends it.
@@ -350,19 +273,19 @@ async fn transfer(
                 .into_iter()
                 .find(|g| !ranges.contains(g))
             {
-                return Err(crate::CoreError::BadRing(format!(
+                return Err(CoreError::BadRing(format!(
                     "partition {g} must reach {dest} too; sending it first"
                 )));
             }
-            r.complete(vnode, &inner.me, to).map(|_| ())
-        })
+            r.complete(vnode, inner.me(), to).map(|_| ())
+        }))
         .await
         .map_err(|e| Outcome::Failed(e.to_string()))?;
     let streamed = partitions_of(&ranges);
     for i in 0..ring.ring_size() {
         let range = PartitionId(i);
-        let was = before.replicates(range, &inner.me);
-        let is = ring.replicates(range, &inner.me);
+        let was = before.replicates(range, inner.me());
+        let is = ring.replicates(range, inner.me());
         if was && !is {
             let dest = ranges
                 .iter()
@@ -394,7 +317,7 @@ async fn transfer(
                 Err(e) => {
                     // The ring reaches the receiver by gossip anyway.
                     tracing::warn!(%vnode, %dest, attempt, error = %e, "handoff commit not delivered");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    inner.sleep(Duration::from_millis(100)).await;
                 }
             }
         }
@@ -419,8 +342,8 @@ fn range_id(base: &str, range: PartitionId) -> String {
 }
 
 /// Stream one range's entries to `to`, resuming from the receiver's cursor.
-async fn stream_range(
-    inner: &Arc<Inner>,
+async fn stream_range<H: HandoffHost>(
+    inner: &H,
     store: &dyn PartitionStore,
     vnode: PartitionId,
     range: PartitionId,
@@ -445,15 +368,15 @@ async fn stream_range(
     if cursor.is_some() {
         tracing::info!(%vnode, %range, %to, "resuming a handoff");
     }
-    let rate = inner.config.handoff.rate_bytes.max(1);
-    let started = Instant::now();
+    let rate = inner.handoff_config().rate_bytes.max(1);
+    let started = inner.now();
     let mut sent_bytes = 0u64;
     loop {
         if !still_planned() {
             return Err(Outcome::Cancelled);
         }
         let (items, next) = store
-            .read_chunk(range, cursor.clone(), inner.config.handoff.chunk_bytes)
+            .read_chunk(range, cursor.clone(), inner.handoff_config().chunk_bytes)
             .await?;
         let bytes: u64 = items.iter().map(|i| i.size() as u64).sum();
         let keys = items.len() as u64;
@@ -474,8 +397,8 @@ async fn stream_range(
         sent_bytes += bytes;
         // Rate limit: never run ahead of `rate` bytes per second.
         let due = Duration::from_secs_f64(sent_bytes as f64 / rate as f64);
-        if let Some(wait) = due.checked_sub(started.elapsed()) {
-            tokio::time::sleep(wait).await;
+        if let Some(wait) = due.checked_sub(inner.now().saturating_duration_since(started)) {
+            inner.sleep(wait).await;
         }
         match next {
             Some(c) => cursor = Some(c),
@@ -486,8 +409,8 @@ async fn stream_range(
 
 /// Send keys recorded as written; if that fails, record them again so the
 /// retry sends them (they may be behind the receiver's resume cursor).
-async fn send_dirty(
-    inner: &Arc<Inner>,
+async fn send_dirty<H: HandoffHost>(
+    inner: &H,
     store: &dyn PartitionStore,
     vnode: PartitionId,
     range: PartitionId,
@@ -503,15 +426,15 @@ async fn send_dirty(
     sent
 }
 
-async fn send_items(
-    inner: &Arc<Inner>,
+async fn send_items<H: HandoffHost>(
+    inner: &H,
     vnode: PartitionId,
     partition: PartitionId,
     to: &NodeId,
     id: &str,
     items: Vec<HandoffItem>,
 ) -> Result<(), Outcome> {
-    let chunk_bytes = inner.config.handoff.chunk_bytes.max(1);
+    let chunk_bytes = inner.handoff_config().chunk_bytes.max(1);
     let mut batch = Vec::new();
     let mut size = 0;
     let mut iter = items.into_iter().peekable();
@@ -553,8 +476,8 @@ fn expect_ok(reply: HandoffReply) -> Result<(), Outcome> {
 /// into what this node holds (the store's import is a merge), so a range
 /// this node already replicates, a resent chunk or a stale transfer can
 /// never roll data back.
-pub(super) async fn receive(inner: &Arc<Inner>, m: Handoff) -> HandoffReply {
-    let Some(store) = inner.store.get().cloned() else {
+pub async fn receive<H: HandoffHost + ?Sized>(inner: &H, m: Handoff) -> HandoffReply {
+    let Some(store) = inner.store() else {
         return HandoffReply::Refused("this node has no store yet".into());
     };
     match m {
@@ -565,8 +488,8 @@ pub(super) async fn receive(inner: &Arc<Inner>, m: Handoff) -> HandoffReply {
             if let Err(e) = store.replicating(partition).await {
                 return HandoffReply::Refused(e);
             }
-            let mut incoming = lock(&inner.incoming);
-            let e = incoming.entry(id).or_insert(super::Incoming {
+            let mut incoming = lock(&inner.book().incoming);
+            let e = incoming.entry(id).or_insert(Incoming {
                 vnode,
                 range: partition,
                 cursor: None,
@@ -579,7 +502,7 @@ pub(super) async fn receive(inner: &Arc<Inner>, m: Handoff) -> HandoffReply {
             items,
             cursor,
         } => {
-            let known = lock(&inner.incoming)
+            let known = lock(&inner.book().incoming)
                 .get(&id)
                 .is_some_and(|e| e.range == partition);
             if !known {
@@ -593,7 +516,7 @@ pub(super) async fn receive(inner: &Arc<Inner>, m: Handoff) -> HandoffReply {
             }
             metrics::counter!("colony_handoff_received_keys_total").increment(n);
             if cursor.is_some() {
-                if let Some(e) = lock(&inner.incoming).get_mut(&id) {
+                if let Some(e) = lock(&inner.book().incoming).get_mut(&id) {
                     e.cursor = cursor;
                 }
             }
@@ -608,7 +531,7 @@ pub(super) async fn receive(inner: &Arc<Inner>, m: Handoff) -> HandoffReply {
                 return HandoffReply::Refused(e.to_string());
             }
             let prefix = format!("{id}/");
-            lock(&inner.incoming).retain(|k, _| !k.starts_with(&prefix));
+            lock(&inner.book().incoming).retain(|k, _| !k.starts_with(&prefix));
             HandoffReply::Ok
         }
     }
@@ -623,12 +546,67 @@ fn vnode_of(id: &str) -> Option<PartitionId> {
     parts.next()?.parse::<u16>().ok().map(PartitionId)
 }
 
-impl Inner {
-    async fn call_handoff(&self, to: &NodeId, m: Handoff) -> Result<HandoffReply, String> {
-        let body = self
-            .call(to, SVC_HANDOFF, msg::encode(&m))
-            .await
-            .map_err(|e| format!("{to}: {e}"))?;
-        msg::decode(&body)
+/// The cluster's node as a handoff host: tokio's clock, the RPC layer and
+/// the ring on disk.
+impl HandoffHost for Inner {
+    fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    fn session(&self) -> u64 {
+        self.session
+    }
+
+    fn handoff_config(&self) -> &HandoffConfig {
+        &self.config.handoff
+    }
+
+    fn store(&self) -> Option<Arc<dyn PartitionStore>> {
+        self.store.get().cloned()
+    }
+
+    fn book(&self) -> &HandoffBook {
+        &self.handoff
+    }
+
+    fn ring(&self) -> Option<Arc<Ring>> {
+        Inner::ring(self)
+    }
+
+    fn update_ring_local<'a>(
+        &'a self,
+        edit: RingEdit<'a>,
+    ) -> BoxFut<'a, Result<Arc<Ring>, CoreError>> {
+        Box::pin(Inner::update_ring_local(self, edit))
+    }
+
+    fn merge_ring<'a>(&'a self, theirs: &'a Ring) -> BoxFut<'a, Result<Arc<Ring>, CoreError>> {
+        Box::pin(Inner::merge_ring(self, theirs))
+    }
+
+    fn call_handoff<'a>(
+        &'a self,
+        to: &'a NodeId,
+        m: Handoff,
+    ) -> BoxFut<'a, Result<HandoffReply, String>> {
+        Box::pin(async move {
+            let body = self
+                .call(to, SVC_HANDOFF, msg::encode(&m))
+                .await
+                .map_err(|e| format!("{to}: {e}"))?;
+            msg::decode(&body)
+        })
+    }
+
+    fn push<'a>(&'a self, ring: &'a Arc<Ring>) -> BoxFut<'a, ()> {
+        Box::pin(Inner::push(self, ring))
+    }
+
+    fn sleep(&self, d: Duration) -> BoxFut<'static, ()> {
+        Box::pin(tokio::time::sleep(d))
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
     }
 }

@@ -231,7 +231,9 @@ fn drop_foreign(inner: &Arc<Inner>, ring: &Ring, peers: &[Peer], digest: &str) {
         return;
     }
     // Incoming entries of transfers every member has forgotten are over.
-    handoff_lock(&inner.incoming).retain(|_, e| ring.next(e.vnode) == Some(&inner.me));
+    inner
+        .handoff
+        .retain_incoming(|vnode| ring.next(vnode) == Some(&inner.me));
     if !handoff_lock(&inner.running).is_empty() {
         // A transfer this node sends may still read any range.
         return;
@@ -347,7 +349,7 @@ impl DropPass {
         if !handoff_lock(&inner.running).is_empty() {
             return Err("a transfer started");
         }
-        let receiving = handoff_lock(&inner.incoming).values().any(|e| e.range == p);
+        let receiving = inner.handoff.receiving(p);
         Ok(!receiving && !store.pinned(p))
     }
 }

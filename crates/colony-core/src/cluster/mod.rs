@@ -14,7 +14,10 @@ use crate::membership::{Membership, MembershipConfig, Peer};
 use crate::rpc::{Rpc, RpcConfig, RpcError, RpcHandler, ServiceId};
 use crate::{ClusterSecret, CoreError, MemberStatus, NodeId, PartitionId, Plan, Ring};
 use bytes::Bytes;
-pub use handoff::{BoxFut, Chunk, DropStep, HandoffConfig, PartitionStore, TransferProgress};
+pub use handoff::{
+    BoxFut, Chunk, DropStep, HandoffBook, HandoffConfig, HandoffHost, PartitionStore,
+    TransferProgress,
+};
 pub use msg::HandoffItem;
 use msg::{Control, ControlReply, Handoff, FIRST_APP, SVC_CONTROL, SVC_HANDOFF};
 use rand::Rng as _;
@@ -87,14 +90,6 @@ pub struct Cluster {
     inner: Arc<Inner>,
 }
 
-/// One range a transfer to this node is streaming.
-#[derive(Debug, Clone)]
-pub(crate) struct Incoming {
-    pub vnode: PartitionId,
-    pub range: PartitionId,
-    pub cursor: Option<Bytes>,
-}
-
 pub(crate) struct Inner {
     me: NodeId,
     config: ClusterConfig,
@@ -105,11 +100,9 @@ pub(crate) struct Inner {
     membership: Membership,
     services: RwLock<HashMap<ServiceId, Arc<dyn RpcHandler>>>,
     store: OnceLock<Arc<dyn PartitionStore>>,
-    transfers: Mutex<BTreeMap<PartitionId, TransferProgress>>,
+    /// Transfers sent (progress) and received (resume cursors).
+    handoff: HandoffBook,
     running: Mutex<HashSet<PartitionId>>,
-    /// Ranges being received, by transfer id: (vnode moving, range, resume
-    /// cursor).
-    incoming: Mutex<HashMap<String, Incoming>>,
     /// A pass dropping partitions handed away is under way (one at a time).
     dropping: std::sync::atomic::AtomicBool,
     left: watch::Sender<bool>,
@@ -141,7 +134,7 @@ impl RpcHandler for Dispatch {
                 }
                 SVC_HANDOFF => {
                     let m: Handoff = msg::decode(&body).map_err(RpcError::Protocol)?;
-                    Ok(msg::encode(&handoff::receive(&inner, m).await))
+                    Ok(msg::encode(&handoff::receive(&*inner, m).await))
                 }
                 other => {
                     let handler = inner
@@ -201,9 +194,8 @@ impl Cluster {
                 membership,
                 services: RwLock::new(HashMap::new()),
                 store: OnceLock::new(),
-                transfers: Mutex::new(BTreeMap::new()),
+                handoff: HandoffBook::default(),
                 running: Mutex::new(HashSet::new()),
-                incoming: Mutex::new(HashMap::new()),
                 dropping: std::sync::atomic::AtomicBool::new(false),
                 left,
                 shutdown,
@@ -684,15 +676,7 @@ impl Inner {
                 });
             }
         }
-        let sending = {
-            let mut t = handoff_lock(&self.transfers);
-            t.values_mut()
-                .map(|p| {
-                    p.elapsed_ms = p.started.map_or(0, |s| s.elapsed().as_millis() as u64);
-                    p.clone()
-                })
-                .collect()
-        };
+        let sending = self.handoff.sending();
         ClusterStatus {
             node: self.me.clone(),
             cluster: ring

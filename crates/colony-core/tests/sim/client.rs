@@ -2,6 +2,7 @@
 //! random coordinators, retrying what is refused or unanswered, and keeps
 //! the history the checks use: the last acknowledged version of each key.
 
+use super::config::Config;
 use super::msg::{Addr, Msg, Op, Outcome, Tick};
 use super::node::Ctx;
 use colony_core::NodeId;
@@ -71,6 +72,35 @@ impl Client {
             self.pending.insert(id, Pending { op, floor, due: 0 });
             self.send(ctx, nodes, id);
         }
+    }
+
+    /// Write a new version of one key of every partition that has keys
+    /// (sent at the next tick).
+    pub fn write_every_partition(&mut self, cfg: &Config) {
+        let mut seen = std::collections::BTreeSet::new();
+        for k in 0..cfg.keys {
+            let key = format!("k{k:03}");
+            if !seen.insert(cfg.partition(&key)) {
+                continue;
+            }
+            let floor = self.acked.get(&key).map_or(0, |(v, _)| *v);
+            let v = self.next_version.entry(key.clone()).or_default();
+            *v += 1;
+            let (version, value) = (*v, value_of(&key, *v));
+            let op = Op::Put {
+                key,
+                version,
+                value,
+            };
+            self.next_id += 1;
+            self.pending
+                .insert(self.next_id, Pending { op, floor, due: 0 });
+        }
+    }
+
+    /// No operation is waiting for an answer.
+    pub fn idle(&self) -> bool {
+        self.pending.is_empty()
     }
 
     fn send(&mut self, ctx: &mut Ctx, nodes: &[NodeId], id: u64) {

@@ -1,7 +1,9 @@
-//! What simulated nodes and the client say to each other. Rings travel
-//! encoded, as on the wire, so every hop exercises the codec too.
+//! What simulated nodes and the client say to each other. Rings and
+//! handoff messages travel encoded, as on the wire, so every hop exercises
+//! the codec too.
 
-use colony_core::{NodeId, PartitionId};
+use bytes::Bytes;
+use colony_core::NodeId;
 
 /// The logical clock: the simulation loop advances it one step at a time.
 pub type Tick = u64;
@@ -10,43 +12,6 @@ pub type Tick = u64;
 pub enum Addr {
     Node(NodeId),
     Client,
-}
-
-/// One transfer attempt of a partition. Handoff as written names a transfer
-/// `owner/partition/generation`; the sim's protocol adds the sender's
-/// dirty-tracking session, so a resume cursor is trusted only while the
-/// keys written since that session began are all still tracked.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct XferId {
-    pub gen: u64,
-    pub session: u64,
-    pub from: NodeId,
-    pub partition: PartitionId,
-}
-
-impl XferId {
-    /// Attempts are ordered by the partition's generation (one owner per
-    /// generation), then by the owner's session counter.
-    pub fn newer_than(&self, other: &XferId) -> bool {
-        (self.gen, self.session) > (other.gen, other.session)
-    }
-}
-
-impl std::fmt::Display for XferId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}/{}/{}/s{}",
-            self.from, self.partition, self.gen, self.session
-        )
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Item {
-    pub key: String,
-    pub version: u64,
-    pub value: String,
 }
 
 #[derive(Debug, Clone)]
@@ -78,13 +43,6 @@ pub enum Outcome {
 }
 
 #[derive(Debug, Clone)]
-pub enum HandoffReply {
-    Resume(Option<String>),
-    Ok,
-    Refused(String),
-}
-
-#[derive(Debug, Clone)]
 pub enum Msg {
     /// A node asks a member to let it in.
     Join,
@@ -99,37 +57,15 @@ pub enum Msg {
         sent: Tick,
         reply: bool,
     },
-    Begin {
-        req: u64,
-        xfer: XferId,
-    },
-    Chunk {
-        req: u64,
-        xfer: XferId,
-        items: Vec<Item>,
-        cursor: Option<String>,
-    },
-    Commit {
-        req: u64,
-        xfer: XferId,
-        ring: Vec<u8>,
-        sent: Tick,
-    },
-    HandoffReply {
-        req: u64,
-        reply: HandoffReply,
-    },
+    /// A handoff RPC (`colony_core::cluster::msg::Handoff`, encoded as on
+    /// the wire); `req` matches the answer to the call.
+    Handoff { req: u64, body: Bytes },
+    /// The answer (`HandoffReply`, encoded) to handoff call `req`.
+    HandoffReply { req: u64, body: Bytes },
     /// Client to coordinator.
-    Request {
-        id: u64,
-        op: Op,
-    },
+    Request { id: u64, op: Op },
     /// Coordinator to the owner it routes to.
-    Forward {
-        id: u64,
-        op: Op,
-        hops: u8,
-    },
+    Forward { id: u64, op: Op, hops: u8 },
     /// Owner to coordinator.
     Answer {
         id: u64,
@@ -138,8 +74,5 @@ pub enum Msg {
         result: Outcome,
     },
     /// Coordinator to client.
-    Reply {
-        id: u64,
-        result: Outcome,
-    },
+    Reply { id: u64, result: Outcome },
 }

@@ -1,15 +1,19 @@
 //! A simulated node: what survives a restart (its ring and its data) and
-//! what does not, ring gossip, joining, leaving, re-planning and dropping
-//! data it no longer owns. Handoff is in `handoff.rs`, serving clients in
-//! `serve.rs`.
+//! what does not, ring gossip, joining, leaving, re-planning, scheduling
+//! transfers and dropping data it no longer replicates. The scheduling
+//! and dropping are a model of `cluster/maintain.rs` (which is written
+//! against tokio and the membership crate); the transfers they start run
+//! the real `cluster/handoff.rs` (see `host.rs`, `store.rs`). Serving
+//! clients is in `serve.rs`.
 
 use super::config::Config;
-use super::handoff::{Sender, Tracking};
-use super::msg::{Addr, Msg, Tick, XferId};
+use super::msg::{Addr, Msg, Tick};
+use colony_core::cluster::{DropStep, HandoffBook};
 use colony_core::{CoreError, MemberStatus, NodeId, PartitionId, Ring};
 use rand::rngs::StdRng;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 pub type Partition = BTreeMap<String, (u64, String)>;
 
@@ -37,32 +41,27 @@ impl Ctx<'_> {
 /// Survives restarts.
 #[derive(Default)]
 pub struct Disk {
-    pub ring: Option<Ring>,
+    pub ring: Option<Arc<Ring>>,
     pub data: BTreeMap<PartitionId, Partition>,
-    /// The newest transfer accepted per partition (the sim's protocol).
-    pub accepted: BTreeMap<PartitionId, XferId>,
-    /// Dirty-tracking sessions started, so ids never repeat.
-    pub sessions: u64,
-    /// Partitions this node has handed over.
+    /// Ranges this node has marked moved (handed over), for the summary.
     pub handed_off: u64,
-    /// Request ids never repeat, across restarts too: an answer to a
-    /// request sent before a crash must not pass for a new one's (an RPC
-    /// layer matches answers to its own connections).
-    pub next_req: u64,
 }
 
 /// Lost on restart.
 #[derive(Default)]
 pub struct Mem {
-    pub tracking: BTreeMap<PartitionId, Tracking>,
+    /// Keys written since the store was asked to record them (`begin`).
+    pub tracking: BTreeMap<PartitionId, BTreeSet<String>>,
     pub sealed: BTreeSet<PartitionId>,
     pub moved: BTreeMap<PartitionId, NodeId>,
-    pub sending: BTreeMap<PartitionId, Sender>,
-    /// Transfers being received: partition -> (id, resume cursor).
-    pub incoming: BTreeMap<PartitionId, (XferId, Option<String>)>,
+    /// Partitions whose transfer is running here.
+    pub running: BTreeSet<PartitionId>,
+    /// Transfers scheduled in this step, for the world to start.
+    pub starts: Vec<(PartitionId, NodeId)>,
+    /// The handoff bookkeeping of this start of the node, shared with its
+    /// host (transfers received, for dropping).
+    pub book: Arc<HandoffBook>,
     pub peers: BTreeMap<NodeId, Report>,
-    /// Stamps dirty keys, so an acknowledged send clears only what it sent.
-    pub writes: u64,
 }
 
 /// A digest of an encoded ring, as membership gossip carries it. (Hashing
@@ -79,7 +78,6 @@ pub struct Report {
     pub digest: u64,
     pub sent: Tick,
     pub heard: Tick,
-    pub sees_me_left: bool,
 }
 
 pub struct Node {
@@ -101,7 +99,7 @@ impl Node {
             id,
             seeds,
             disk: Disk {
-                ring,
+                ring: ring.map(Arc::new),
                 ..Disk::default()
             },
             mem: Mem::default(),
@@ -117,7 +115,7 @@ impl Node {
     }
 
     pub fn ring(&self) -> Option<&Ring> {
-        self.disk.ring.as_ref()
+        self.disk.ring.as_deref()
     }
 
     pub fn is_live(&self, peer: &NodeId, now: Tick, cfg: &Config) -> bool {
@@ -143,7 +141,6 @@ impl Node {
         if !self.up || self.departed {
             return;
         }
-        self.handoff_timeouts(ctx);
         let t = ctx.now + self.phase;
         if self.disk.ring.is_none() {
             if t.is_multiple_of(ctx.cfg.join_retry) && !self.seeds.is_empty() {
@@ -205,10 +202,10 @@ impl Node {
         let Some(ours) = &self.disk.ring else {
             return Err(CoreError::BadRing("no ring yet".into()));
         };
-        let mut ring = ours.clone();
+        let mut ring = (**ours).clone();
         let out = f(&mut ring)?;
-        if &ring != ours {
-            self.disk.ring = Some(ring);
+        if ring != **ours {
+            self.disk.ring = Some(Arc::new(ring));
             self.push(ctx);
         }
         Ok(out)
@@ -225,24 +222,20 @@ impl Node {
             digest: 0,
             sent: 0,
             heard: 0,
-            sees_me_left: false,
         });
         r.heard = ctx.now;
         if sent >= r.sent {
             r.sent = sent;
             r.digest = fingerprint(bytes);
-            r.sees_me_left = theirs
-                .member(&self.id)
-                .is_some_and(|m| m.status == MemberStatus::Left);
         }
         match &mut self.disk.ring {
-            Some(ours) => match ours.merge(&theirs) {
+            Some(ours) => match Arc::make_mut(ours).merge(&theirs) {
                 Ok(changed) => changed,
                 Err(e) => panic!("{}: merging {from}'s ring: {e}", self.id),
             },
             None if theirs.member(&self.id).is_some() => {
                 ctx.log(&self.id, || format!("takes the ring from {from}"));
-                self.disk.ring = Some(theirs);
+                self.disk.ring = Some(Arc::new(theirs));
                 true
             }
             None => false,
@@ -278,10 +271,8 @@ impl Node {
                     }
                 }
             }
-            Msg::Begin { .. } | Msg::Chunk { .. } | Msg::Commit { .. } => {
-                self.receive(ctx, peer, msg)
-            }
-            Msg::HandoffReply { req, reply } => self.on_handoff_reply(ctx, peer, req, reply),
+            // The world hands these to the node's host.
+            Msg::Handoff { .. } | Msg::HandoffReply { .. } => {}
             Msg::Forward { id, op, hops } => {
                 let result = self.serve(ctx, &op);
                 ctx.send(
@@ -354,10 +345,10 @@ impl Node {
     /// re-planned its partition away from the previous owner (the hand-over
     /// voids that plan), so an exiting member owns a partition nobody is to
     /// take and can never finish leaving; and concurrent commits and
-    /// hand-overs mix plans, so the ring settles unbalanced. As written
-    /// nothing re-plans; in the sim's protocol the stranded owner commits,
-    /// and the first full member commits when no move is under way but a
-    /// commit would plan one.
+    /// hand-overs mix plans, so the ring settles unbalanced. Here (as
+    /// `rebalance` in spirit) the stranded owner commits, and the first
+    /// full member commits when no move is under way but a commit would
+    /// plan one; an earlier version re-planned nothing (`no-replan`).
     fn replan(&mut self, ctx: &mut Ctx) {
         if ctx.cfg.as_written.no_replan {
             return;
@@ -379,10 +370,11 @@ impl Node {
         }
     }
 
-    /// Stop once our ring says we have left: as written at once; in the
-    /// sim's protocol once we own nothing, nothing is planned to come to
-    /// us (a hand-over can race our retirement) and every member has told
-    /// us it knows.
+    /// Stop once our ring says we have left: as `maintain` does, once we
+    /// own nothing, nothing is planned to come to us (a hand-over can race
+    /// our retirement) and every member reports our ring (so the
+    /// hand-overs that emptied us have reached them all). An earlier
+    /// version stopped at once (`leave-at-once`).
     fn check_left(&mut self, ctx: &mut Ctx) -> bool {
         let Some(ring) = self.ring() else {
             return false;
@@ -392,48 +384,71 @@ impl Node {
         }
         let idle = ring.owned_by(&self.id).next().is_none()
             && ring.transfers().iter().all(|t| t.to != self.id);
-        let everyone_knows = self
-            .others()
-            .iter()
-            .all(|n| self.mem.peers.get(n).is_some_and(|r| r.sees_me_left));
-        if ctx.cfg.as_written.leave_at_once || (idle && everyone_knows) {
+        if ctx.cfg.as_written.leave_at_once || (idle && self.converged(ctx, false)) {
             ctx.log(&self.id, || "has left: stops".into());
             self.departed = true;
         }
         self.departed
     }
 
+    /// As `converged`: every other member (not left) last reported the
+    /// ring we hold; with `live_only`, members not heard from lately are
+    /// passed over.
+    fn converged(&self, ctx: &Ctx, live_only: bool) -> bool {
+        let Some(ring) = self.ring() else {
+            return false;
+        };
+        let digest = fingerprint(&ring.encode());
+        self.others().iter().all(|n| {
+            (live_only && !self.is_live(n, ctx.now, ctx.cfg))
+                || self.mem.peers.get(n).is_some_and(|r| r.digest == digest)
+        })
+    }
+
+    /// As `start_handoffs`: start a transfer of each partition this node
+    /// is to hand to a live member, a few at a time.
     fn start_handoffs(&mut self, ctx: &mut Ctx) {
-        let Some(ring) = self.ring() else { return };
+        let Some(ring) = self.disk.ring.clone() else {
+            return;
+        };
         for t in ring.transfers() {
             if t.from != self.id
-                || self.mem.sending.contains_key(&t.partition)
+                || self.mem.running.contains(&t.partition)
                 || !self.is_live(&t.to, ctx.now, ctx.cfg)
             {
                 continue;
             }
-            if self.mem.sending.len() >= ctx.cfg.handoff_concurrency {
+            if self.mem.running.len() >= ctx.cfg.handoff.concurrency {
                 break;
             }
-            self.start_transfer(ctx, t.partition, t.to);
+            ctx.log(&self.id, || {
+                format!("starts sending {} to {}", t.partition, t.to)
+            });
+            self.mem.running.insert(t.partition);
+            self.mem.starts.push((t.partition, t.to));
         }
     }
 
-    /// As `drop_foreign`: remove partitions we neither own nor receive once
-    /// the members report the ring we hold. As written only live members
-    /// count; in the sim's protocol all do, by the last ring each reported.
-    /// A partition goes a step (`drop_chunk_keys` keys) per pass, the
-    /// conditions checked before each, so a partition may stay half dropped
-    /// across ring changes, transfers and restarts.
+    /// As `drop_foreign`: once the members report the ring we hold, forget
+    /// transfers to us that are over, and (unless a transfer of ours is
+    /// running) remove data we neither replicate nor receive. All members
+    /// count, by the last ring each reported (an earlier version counted
+    /// only live ones: `drop-live-only`). A partition goes a step (`drop_chunk_keys`
+    /// keys) per pass, the conditions checked before each, so a partition
+    /// may stay half dropped across ring changes, transfers and restarts.
     fn drop_foreign(&mut self, ctx: &mut Ctx) {
-        let Some(ring) = self.ring() else { return };
-        let digest = fingerprint(&ring.encode());
-        let live_only = ctx.cfg.as_written.drop_live_only;
-        let converged = self.others().iter().all(|n| {
-            (live_only && !self.is_live(n, ctx.now, ctx.cfg))
-                || self.mem.peers.get(n).is_some_and(|r| r.digest == digest)
-        });
-        if !converged {
+        let Some(ring) = self.disk.ring.clone() else {
+            return;
+        };
+        if !self.converged(ctx, ctx.cfg.as_written.drop_live_only) {
+            return;
+        }
+        let me = self.id.clone();
+        self.mem
+            .book
+            .retain_incoming(|vnode| ring.next(vnode) == Some(&me));
+        if !self.mem.running.is_empty() {
+            // A transfer this node sends may still read any range.
             return;
         }
         let foreign: Vec<PartitionId> = self
@@ -441,38 +456,39 @@ impl Node {
             .data
             .iter()
             .filter(|(p, d)| {
-                !d.is_empty()
-                    && ring.owner(**p) != Some(&self.id)
-                    && ring.next(**p) != Some(&self.id)
-                    && !self.mem.incoming.contains_key(p)
-                    && !self.mem.sending.contains_key(p)
+                !d.is_empty() && !ring.replicates(**p, &me) && !self.mem.book.receiving(**p)
             })
             .map(|(p, _)| *p)
             .collect();
         for p in foreign {
-            // A drop under way forgets the handoff state: a transfer to us
-            // accepted earlier must start over, not resume past keys gone.
+            match self.drop_step(p, true, ctx.cfg.drop_chunk_keys) {
+                DropStep::Done => ctx.log(&me, || format!("has dropped foreign partition {p}")),
+                _ => ctx.log(&me, || format!("drops keys of foreign partition {p}")),
+            }
+        }
+    }
+
+    /// The store's `drop_some`: `start` forgets the partition's handoff
+    /// state; then up to `keys` keys go. (The sim keeps no drop cursor:
+    /// its drop pass checks its conditions before every step instead.)
+    pub fn drop_step(&mut self, p: PartitionId, start: bool, keys: usize) -> DropStep {
+        if start {
             self.mem.sealed.remove(&p);
             self.mem.tracking.remove(&p);
-            if !ctx.cfg.as_written.stale_begin {
-                self.disk.accepted.remove(&p);
-            }
-            let Some(data) = self.disk.data.get_mut(&p) else {
-                continue;
-            };
-            let step: Vec<String> = data.keys().take(ctx.cfg.drop_chunk_keys).cloned().collect();
-            for k in &step {
-                data.remove(k);
-            }
-            if data.is_empty() {
-                ctx.log(&self.id, || format!("has dropped foreign partition {p}"));
-                self.disk.data.remove(&p);
-                self.mem.moved.remove(&p);
-            } else {
-                ctx.log(&self.id, || {
-                    format!("drops {} keys of foreign partition {p}", step.len())
-                });
-            }
+        }
+        let Some(data) = self.disk.data.get_mut(&p) else {
+            return DropStep::Done;
+        };
+        let step: Vec<String> = data.keys().take(keys).cloned().collect();
+        for k in &step {
+            data.remove(k);
+        }
+        if data.is_empty() {
+            self.disk.data.remove(&p);
+            self.mem.moved.remove(&p);
+            DropStep::Done
+        } else {
+            DropStep::More
         }
     }
 }

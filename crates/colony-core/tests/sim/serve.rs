@@ -91,10 +91,7 @@ impl Node {
                 if data.get(key).is_none_or(|(v, _)| v < version) {
                     data.insert(key.clone(), (*version, value.clone()));
                 }
-                let tracked = self.mem.tracking.get_mut(&p).map(|t| {
-                    self.mem.writes += 1;
-                    t.keys.insert(key.clone(), self.mem.writes);
-                });
+                let tracked = self.mem.tracking.get_mut(&p).map(|t| t.insert(key.clone()));
                 ctx.log(&self.id, || {
                     let t = if tracked.is_some() { " (tracked)" } else { "" };
                     format!("applies {key}@{version} in {p}{t}")

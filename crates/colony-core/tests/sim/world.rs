@@ -1,10 +1,13 @@
 //! The whole cluster in one loop: deliver what is due, play the script
-//! (joins, leaves, crashes), let every node and the client act, check
-//! safety, advance the clock. After `fault_ticks` the network heals and the
-//! cluster must settle; then liveness and the history are checked.
+//! (joins, leaves, crashes), let every node and the client act, start the
+//! transfers the nodes scheduled, poll every node's running futures (the
+//! real handoff), check safety, advance the clock. After `fault_ticks` the
+//! network heals and the cluster must settle; then liveness and the
+//! history are checked.
 
 use super::client::{value_of, Client};
 use super::config::Config;
+use super::host::{lock, Port, Runtime, Shared, SimHost};
 use super::msg::{Addr, Msg, Tick};
 use super::net::Net;
 use super::node::{Ctx, Node};
@@ -12,6 +15,7 @@ use colony_core::{MemberStatus, NodeId, Ring};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub struct Summary {
     pub settled_at: Tick,
@@ -30,7 +34,11 @@ struct World<'a> {
     rng: StdRng,
     now: Tick,
     net: Net<Msg>,
-    nodes: BTreeMap<NodeId, Node>,
+    /// Shared with each node's host, whose futures change it too.
+    nodes: BTreeMap<NodeId, Shared<Node>>,
+    /// Each node's current start (none while it is down or gone).
+    runtimes: BTreeMap<NodeId, Runtime>,
+    port: Shared<Port>,
     client: Client,
     joins: Vec<(Tick, NodeId)>,
     leaves: Vec<Tick>,
@@ -65,6 +73,21 @@ pub fn run(seed: u64, cfg: &Config, trace: bool) -> Result<Summary, String> {
             ));
         }
     }
+    // Every partition takes writes again: one left sealed, or refused as
+    // moved by the node that owns it, would not.
+    w.client.write_every_partition(cfg);
+    let deadline = w.now + cfg.settle_ticks;
+    while !w.client.idle() {
+        w.step(false)?;
+        if w.now >= deadline {
+            return Err(format!(
+                "writes unacknowledged {} ticks after settling: {:?}\n{}",
+                cfg.settle_ticks,
+                w.client.refused,
+                w.describe()
+            ));
+        }
+    }
     w.check_final()?;
     Ok(w.summary())
 }
@@ -88,7 +111,7 @@ impl<'a> World<'a> {
         let mut nodes = BTreeMap::new();
         for (i, n) in founders.iter().enumerate() {
             let node = Node::new(n.clone(), Some(ring.clone()), Vec::new(), i as Tick * 7);
-            nodes.insert(n.clone(), node);
+            nodes.insert(n.clone(), Arc::new(Mutex::new(node)));
         }
         let joins = vec![
             (rng.random_range(50..500), name(4)),
@@ -98,12 +121,14 @@ impl<'a> World<'a> {
             .map(|_| rng.random_range(900..2200))
             .collect();
         let next_crash = rng.random_range(100..400);
-        Self {
+        let mut w = Self {
             cfg,
             rng,
             now: 0,
             net: Net::new(cfg.faults),
             nodes,
+            runtimes: BTreeMap::new(),
+            port: Arc::new(Mutex::new(Port::new(cfg.request_timeout, trace))),
             client: Client::default(),
             joins,
             leaves,
@@ -111,14 +136,45 @@ impl<'a> World<'a> {
             down_until: BTreeMap::new(),
             crashes: 0,
             trace,
+        };
+        for n in founders {
+            w.start(&n);
         }
+        w
+    }
+
+    fn node(&self, id: &NodeId) -> Option<MutexGuard<'_, Node>> {
+        self.nodes.get(id).map(|n| lock(n))
+    }
+
+    /// All nodes, locked, in order of their names.
+    fn all(&self) -> Vec<MutexGuard<'_, Node>> {
+        self.nodes.values().map(|n| lock(n)).collect()
+    }
+
+    /// A new start of node `id`: a new host (with a new session) and no
+    /// running futures.
+    fn start(&mut self, id: &NodeId) {
+        let Some(node) = self.nodes.get(id).cloned() else {
+            return;
+        };
+        let session = self.rng.random();
+        let host = SimHost::new(
+            node,
+            self.port.clone(),
+            self.cfg.handoff.clone(),
+            session,
+            self.cfg.drop_chunk_keys,
+        );
+        self.runtimes.insert(id.clone(), Runtime::new(host));
     }
 
     /// Run `f` on node `id` (if it exists) and send what it says.
     fn with_node(&mut self, id: &NodeId, f: impl FnOnce(&mut Node, &mut Ctx)) {
-        let Some(node) = self.nodes.get_mut(id) else {
+        let Some(node) = self.nodes.get(id).cloned() else {
             return;
         };
+        let mut node = lock(&node);
         let mut ctx = Ctx {
             now: self.now,
             rng: &mut self.rng,
@@ -126,8 +182,9 @@ impl<'a> World<'a> {
             out: Vec::new(),
             trace: self.trace,
         };
-        f(node, &mut ctx);
+        f(&mut node, &mut ctx);
         let out = ctx.out;
+        drop(node);
         self.route(Addr::Node(id.clone()), out);
     }
 
@@ -139,13 +196,13 @@ impl<'a> World<'a> {
     }
 
     fn step(&mut self, faults: bool) -> Result<(), String> {
+        lock(&self.port).now = self.now;
         while let Some(e) = self.net.due(self.now) {
             match &e.to {
                 Addr::Node(n) => {
-                    let reachable = self.nodes.get(n).is_some_and(|n| n.up && !n.departed);
+                    let reachable = self.node(n).is_some_and(|n| n.up && !n.departed);
                     if reachable {
-                        let from = e.from;
-                        self.with_node(n, |node, ctx| node.on_message(ctx, &from, e.msg));
+                        self.deliver(n, e.from, e.msg);
                     }
                 }
                 Addr::Client => {
@@ -162,10 +219,57 @@ impl<'a> World<'a> {
         for id in &ids {
             self.with_node(id, |node, ctx| node.tick(ctx));
         }
+        self.run_hosts();
         self.client_step(|c, ctx| c.tick(ctx, &ids, faults));
         self.check_safety()?;
         self.now += 1;
         Ok(())
+    }
+
+    /// A message to a running node: handoff calls and answers go to its
+    /// host, the rest to the node.
+    fn deliver(&mut self, to: &NodeId, from: Addr, msg: Msg) {
+        match (msg, &from) {
+            (Msg::Handoff { req, body }, Addr::Node(peer)) => {
+                if let Some(rt) = self.runtimes.get_mut(to) {
+                    rt.receive(peer.clone(), req, body);
+                }
+            }
+            (Msg::HandoffReply { req, body }, _) => lock(&self.port).answer(req, &body),
+            (msg, _) => self.with_node(to, |node, ctx| node.on_message(ctx, &from, msg)),
+        }
+    }
+
+    /// Start the transfers the nodes scheduled, stop the futures of nodes
+    /// that have left, poll every running future once (node by node, each
+    /// in the order started), and send what they said.
+    fn run_hosts(&mut self) {
+        for (id, node) in &self.nodes {
+            let mut node = lock(node);
+            let starts = std::mem::take(&mut node.mem.starts);
+            if node.departed {
+                self.runtimes.remove(id);
+                continue;
+            }
+            if let Some(rt) = self.runtimes.get_mut(id) {
+                for (p, to) in starts {
+                    rt.send(p, to);
+                }
+            }
+        }
+        for rt in self.runtimes.values_mut() {
+            rt.poll();
+        }
+        let out = std::mem::take(&mut lock(&self.port).outbox);
+        for (from, to, msg) in out {
+            self.net.send(
+                self.now,
+                &mut self.rng,
+                Addr::Node(from),
+                Addr::Node(to),
+                msg,
+            );
+        }
     }
 
     fn client_step(&mut self, f: impl FnOnce(&mut Client, &mut Ctx)) {
@@ -191,10 +295,17 @@ impl<'a> World<'a> {
     fn script(&mut self) {
         let now = self.now;
         let seeds: Vec<NodeId> = (1..=3).map(name).collect();
-        for (_, j) in self.joins.iter().filter(|(t, _)| *t == now) {
+        let joining: Vec<NodeId> = self
+            .joins
+            .iter()
+            .filter(|(t, _)| *t == now)
+            .map(|(_, j)| j.clone())
+            .collect();
+        for j in joining {
             self.log(|| format!("{j} starts and joins"));
             let node = Node::new(j.clone(), None, seeds.clone(), now % 13);
-            self.nodes.insert(j.clone(), node);
+            self.nodes.insert(j.clone(), Arc::new(Mutex::new(node)));
+            self.start(&j);
         }
         let due = self.leaves.iter().filter(|t| **t <= now).count();
         self.leaves.retain(|t| *t > now);
@@ -215,8 +326,8 @@ impl<'a> World<'a> {
         if now >= self.next_crash {
             self.next_crash = now + self.rng.random_range(80..300);
             let up: Vec<NodeId> = self
-                .nodes
-                .values()
+                .all()
+                .iter()
                 .filter(|n| n.up && !n.departed)
                 .map(|n| n.id.clone())
                 .collect();
@@ -224,9 +335,11 @@ impl<'a> World<'a> {
                 let victim = up[self.rng.random_range(0..up.len())].clone();
                 let until = now + self.rng.random_range(20..250);
                 self.log(|| format!("{victim} crashes until {until}"));
-                if let Some(n) = self.nodes.get_mut(&victim) {
+                if let Some(mut n) = self.node(&victim) {
                     n.crash();
                 }
+                // Its futures die with it: transfers, calls, answers.
+                self.runtimes.remove(&victim);
                 self.down_until.insert(victim, until);
                 self.crashes += 1;
             }
@@ -236,17 +349,18 @@ impl<'a> World<'a> {
     fn restart(&mut self, n: &NodeId) {
         self.log(|| format!("{n} restarts"));
         self.down_until.remove(n);
-        if let Some(node) = self.nodes.get_mut(n) {
+        if let Some(mut node) = self.node(n) {
             node.up = true;
         }
+        self.start(n);
     }
 
     /// An operator on a random node stages a member to leave and commits.
     /// Keeps at least three full members.
     fn stage_leave(&mut self) -> bool {
         let up: Vec<NodeId> = self
-            .nodes
-            .values()
+            .all()
+            .iter()
             .filter(|n| n.up && !n.departed && n.ring().is_some())
             .map(|n| n.id.clone())
             .collect();
@@ -254,7 +368,7 @@ impl<'a> World<'a> {
             return false;
         }
         let at = up[self.rng.random_range(0..up.len())].clone();
-        let Some(ring) = self.nodes.get(&at).and_then(|n| n.ring()) else {
+        let Some(ring) = self.node(&at).and_then(|n| n.disk.ring.clone()) else {
             return false;
         };
         let valid: Vec<NodeId> = ring
@@ -291,18 +405,25 @@ impl<'a> World<'a> {
 
     /// The node serving each partition now (owner by its own ring, not
     /// moved away); an error if two serve one.
-    fn servers(&self) -> Result<Vec<Option<&Node>>, String> {
-        let mut servers: Vec<Option<&Node>> = vec![None; self.cfg.ring_size as usize];
-        for n in self.nodes.values().filter(|n| n.up && !n.departed) {
+    fn servers(
+        nodes: &[MutexGuard<'_, Node>],
+        now: Tick,
+        cfg: &Config,
+    ) -> Result<Vec<Option<usize>>, String> {
+        let mut servers: Vec<Option<usize>> = vec![None; cfg.ring_size as usize];
+        for (i, n) in nodes.iter().enumerate() {
+            if !n.up || n.departed {
+                continue;
+            }
             let Some(ring) = n.ring() else { continue };
             for p in ring.owned_by(&n.id) {
                 if n.mem.moved.contains_key(&p) {
                     continue;
                 }
-                if let Some(other) = servers[p.index()].replace(n) {
+                if let Some(other) = servers[p.index()].replace(i) {
                     return Err(format!(
-                        "tick {}: partition {p} is served by both {} and {}",
-                        self.now, other.id, n.id
+                        "tick {now}: partition {p} is served by both {} and {}",
+                        nodes[other].id, n.id
                     ));
                 }
             }
@@ -316,13 +437,15 @@ impl<'a> World<'a> {
         if let Some(v) = &self.client.violation {
             return Err(v.clone());
         }
-        let servers = self.servers()?;
+        let nodes = self.all();
+        let servers = Self::servers(&nodes, self.now, self.cfg)?;
         if !self.now.is_multiple_of(25) {
             return Ok(());
         }
         for (key, (version, _)) in &self.client.acked {
             let p = self.cfg.partition(key);
-            if let Some(n) = servers[p.index()] {
+            if let Some(i) = servers[p.index()] {
+                let n = &nodes[i];
                 let held = n.disk.data.get(&p).and_then(|d| d.get(key));
                 if held.is_none_or(|(v, _)| v < version) {
                     return Err(format!(
@@ -336,12 +459,16 @@ impl<'a> World<'a> {
         Ok(())
     }
 
-    fn running(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values().filter(|n| !n.departed)
+    /// The ring of the first node still running (not left).
+    fn first_ring(&self) -> Option<Arc<Ring>> {
+        self.all()
+            .iter()
+            .find(|n| !n.departed)
+            .and_then(|n| n.disk.ring.clone())
     }
 
     fn settled(&self) -> bool {
-        let Some(first) = self.running().next().and_then(|n| n.ring()) else {
+        let Some(first) = self.first_ring() else {
             return false;
         };
         let digest = first.digest();
@@ -355,8 +482,9 @@ impl<'a> World<'a> {
                 )
             });
         quiet
-            && self.running().all(|n| {
-                n.up && n.mem.sending.is_empty()
+            && self.all().iter().filter(|n| !n.departed).all(|n| {
+                n.up && n.mem.running.is_empty()
+                    && self.runtimes.get(&n.id).is_some_and(Runtime::is_idle)
                     && n.ring().is_some_and(|r| r.digest() == digest)
                     && n.ring()
                         .and_then(|r| r.member(&n.id))
@@ -365,11 +493,7 @@ impl<'a> World<'a> {
     }
 
     fn check_final(&self) -> Result<(), String> {
-        let ring = self
-            .running()
-            .next()
-            .and_then(|n| n.ring())
-            .ok_or("no ring left")?;
+        let ring = self.first_ring().ok_or("no ring left")?;
         let claimants: Vec<&NodeId> = ring
             .members()
             .iter()
@@ -388,7 +512,7 @@ impl<'a> World<'a> {
                 ));
             }
         }
-        let servers = self.servers()?;
+        let servers = Self::servers(&self.all(), self.now, self.cfg)?;
         if let Some(p) = servers.iter().position(Option::is_none) {
             return Err(format!(
                 "partition {p} is served by no node after settling\n{}",
@@ -399,11 +523,9 @@ impl<'a> World<'a> {
             let p = self.cfg.partition(key);
             let owner = ring.owner(p).ok_or("partition without owner")?;
             let held = self
-                .nodes
-                .get(owner)
-                .and_then(|n| n.disk.data.get(&p))
-                .and_then(|d| d.get(key));
-            let ok = held.is_some_and(|(v, val)| {
+                .node(owner)
+                .and_then(|n| n.disk.data.get(&p).and_then(|d| d.get(key)).cloned());
+            let ok = held.as_ref().is_some_and(|(v, val)| {
                 v > version && *val == value_of(key, *v) || (v == version && val == value)
             });
             if !ok {
@@ -418,11 +540,11 @@ impl<'a> World<'a> {
 
     fn describe(&self) -> String {
         let mut s = String::new();
-        for n in self.nodes.values() {
+        for n in self.all() {
             let ring = n.ring();
             s += &format!(
                 "  {} up={} departed={} digest={:016x} status={:?} owns={:?} moved={:?} \
-                 transfers={:?} sending={:?}\n",
+                 transfers={:?} running={:?} sending={:?}\n",
                 n.id,
                 n.up,
                 n.departed,
@@ -435,10 +557,15 @@ impl<'a> World<'a> {
                     .iter()
                     .map(|t| format!("{}:{}->{}", t.partition, t.from, t.to))
                     .collect::<Vec<_>>()),
+                n.mem.running,
                 n.mem
-                    .sending
-                    .values()
-                    .map(|s| format!("{}@{:?}", s.xfer, s.step))
+                    .book
+                    .sending()
+                    .iter()
+                    .map(|t| format!(
+                        "{}->{}@{} (attempt {})",
+                        t.partition, t.to, t.phase, t.attempts
+                    ))
                     .collect::<Vec<_>>(),
             );
         }
@@ -446,7 +573,7 @@ impl<'a> World<'a> {
     }
 
     fn summary(&self) -> Summary {
-        let ring = self.running().next().and_then(|n| n.ring());
+        let ring = self.first_ring();
         Summary {
             settled_at: self.now,
             writes_acked: self.client.writes_acked,
@@ -454,7 +581,7 @@ impl<'a> World<'a> {
             messages: self.net.sent,
             dropped: self.net.dropped,
             crashes: self.crashes,
-            handoffs: self.nodes.values().map(|n| n.disk.handed_off).sum(),
+            handoffs: self.all().iter().map(|n| n.disk.handed_off).sum(),
             members: ring.map_or(0, |r| {
                 r.members()
                     .values()
