@@ -231,65 +231,43 @@ impl<V: Vnode> VnodeHandle<V> {
         }
     }
 
+    /// The vnode, locked, if a request may run inline now: nobody holds
+    /// it, it allows inline requests, and nothing sent to its mailbox is
+    /// still unhandled (checked under the lock: the supervisor handles what
+    /// it took from the mailbox under the same lock, and counts it down
+    /// after), so no caller's request overtakes its own earlier one.
+    fn lock_idle(&self) -> Option<std::sync::MutexGuard<'_, Option<V>>> {
+        let guard = self.cell.try_lock()?;
+        let idle = self.cell.unhandled.load(Ordering::SeqCst) == 0
+            && guard.as_ref().is_some_and(|v| v.inline());
+        idle.then_some(guard)
+    }
+
+    /// An inline request panicked: the vnode's state is suspect, so it is
+    /// emptied and the supervisor rebuilds it.
+    fn crashed_inline(&self, mut guard: std::sync::MutexGuard<'_, Option<V>>) {
+        *guard = None;
+        drop(guard);
+        self.cell.crashed.notify_one();
+    }
+
     /// Handle and commit every request of `envelopes` on this task, in
     /// order and with one commit, if the vnode is free; otherwise give them
     /// back. If one panics, those before it are answered, it is told
     /// `VnodeCrashed`, and the rest are given back for the rebuilt vnode.
     fn try_inline_many(&self, envelopes: Vec<Envelope<V>>) -> Result<(), Vec<Envelope<V>>> {
-        let Some(mut guard) = self.cell.try_lock() else {
+        let Some(mut guard) = self.lock_idle() else {
             return Err(envelopes);
         };
-        // As in `try_inline`: nothing sent to the mailbox may be overtaken.
-        if self.cell.unhandled.load(Ordering::SeqCst) != 0 {
-            return Err(envelopes);
-        }
-        let Some(vnode) = guard.as_mut().filter(|v| v.inline()) else {
+        let Some(vnode) = guard.as_mut() else {
             return Err(envelopes);
         };
-        let partition = self.partition;
-        let mut replies = Vec::with_capacity(envelopes.len());
-        let mut senders = Vec::with_capacity(envelopes.len());
-        let mut crashed = false;
         let mut rest = envelopes.into_iter();
-        for Envelope { request, reply } in rest.by_ref() {
-            match catch_unwind(AssertUnwindSafe(|| vnode.handle(request))) {
-                Ok(r) => {
-                    replies.push(r);
-                    senders.push(reply);
-                }
-                Err(_) => {
-                    let _ = reply.send(Err(CoreError::VnodeCrashed { partition }));
-                    crashed = true;
-                    break;
-                }
-            }
-        }
-        if !replies.is_empty() {
-            let committed = catch_unwind(AssertUnwindSafe(|| {
-                vnode.commit(&mut replies);
-                vnode.barrier()
-            }));
-            match committed {
-                Ok(barrier) => {
-                    for (reply, sender) in replies.into_iter().zip(senders) {
-                        let b = barrier.as_ref().map(Barrier::share);
-                        let _ = sender.send(Ok((reply, b)));
-                    }
-                }
-                Err(_) => {
-                    // The batch's durability is unknown: its callers get
-                    // errors (the dropped senders).
-                    crashed = true;
-                }
-            }
-        }
+        let (_, crashed) = run_batch(vnode, self.partition, &mut rest);
         if !crashed {
             return Ok(());
         }
-        // The vnode's state is suspect: the supervisor rebuilds it.
-        *guard = None;
-        drop(guard);
-        self.cell.crashed.notify_one();
+        self.crashed_inline(guard);
         Err(rest.collect())
     }
 
@@ -300,15 +278,10 @@ impl<V: Vnode> VnodeHandle<V> {
         &self,
         request: V::Request,
     ) -> Result<Result<ReplyFuture<V::Reply>, CoreError>, V::Request> {
-        let Some(mut guard) = self.cell.try_lock() else {
+        let Some(mut guard) = self.lock_idle() else {
             return Err(request);
         };
-        // Checked under the lock: the supervisor handles what it took from
-        // the mailbox under the same lock, and counts it down after.
-        if self.cell.unhandled.load(Ordering::SeqCst) != 0 {
-            return Err(request);
-        }
-        let Some(vnode) = guard.as_mut().filter(|v| v.inline()) else {
+        let Some(vnode) = guard.as_mut() else {
             return Err(request);
         };
         let partition = self.partition;
@@ -325,10 +298,7 @@ impl<V: Vnode> VnodeHandle<V> {
                 flushing: None,
             })),
             Err(_) => {
-                // The vnode's state is suspect: the supervisor rebuilds it.
-                *guard = None;
-                drop(guard);
-                self.cell.crashed.notify_one();
+                self.crashed_inline(guard);
                 Ok(Err(CoreError::VnodeCrashed { partition }))
             }
         }
@@ -457,6 +427,54 @@ impl<R> std::future::Future for ReplyFuture<R> {
             Ok((reply, _)) => Poll::Ready(Ok(reply)),
             Err(e) => Poll::Ready(Err(e)),
         }
+    }
+}
+
+/// Handle `envelopes` in order on `vnode`, commit once, and answer each
+/// with its reply and the barrier it waits for. Stops at the first request
+/// that panics (its caller is told `VnodeCrashed`), leaving the rest in
+/// `envelopes`. If the commit panics, the batch's durability is unknown and
+/// its callers get `VnodeCrashed` (their dropped channels). Returns how many
+/// requests were taken and whether the vnode's state is now suspect.
+fn run_batch<V: Vnode>(
+    vnode: &mut V,
+    partition: PartitionId,
+    envelopes: &mut impl Iterator<Item = Envelope<V>>,
+) -> (usize, bool) {
+    let mut replies = Vec::new();
+    let mut senders = Vec::new();
+    let mut taken = 0;
+    let mut crashed = false;
+    for Envelope { request, reply } in envelopes.by_ref() {
+        taken += 1;
+        match catch_unwind(AssertUnwindSafe(|| vnode.handle(request))) {
+            Ok(r) => {
+                replies.push(r);
+                senders.push(reply);
+            }
+            Err(_) => {
+                let _ = reply.send(Err(CoreError::VnodeCrashed { partition }));
+                crashed = true;
+                break;
+            }
+        }
+    }
+    if replies.is_empty() {
+        return (taken, crashed);
+    }
+    let committed = catch_unwind(AssertUnwindSafe(|| {
+        vnode.commit(&mut replies);
+        vnode.barrier()
+    }));
+    match committed {
+        Ok(barrier) => {
+            for (reply, sender) in replies.into_iter().zip(senders) {
+                let b = barrier.as_ref().map(Barrier::share);
+                let _ = sender.send(Ok((reply, b)));
+            }
+            (taken, crashed)
+        }
+        Err(_) => (taken, true),
     }
 }
 
@@ -649,41 +667,15 @@ impl<V: Vnode> VnodeSupervisor<V> {
     }
 
     /// Handle what is pending as one batch; commit; reply. `Err` if a request
-    /// panicked (its caller is told by the dropped reply channel).
+    /// panicked (its caller is told `VnodeCrashed`); the requests after it
+    /// stay pending for the rebuilt vnode.
     fn handle_pending(&mut self, vnode: &mut V) -> Result<(), ()> {
-        let mut replies = Vec::with_capacity(self.pending.len());
-        let mut senders = Vec::with_capacity(self.pending.len());
-        let mut crashed = false;
-        while let Some(env) = self.pending.pop_front() {
-            match catch_unwind(AssertUnwindSafe(|| vnode.handle(env.request))) {
-                Ok(reply) => {
-                    replies.push(reply);
-                    senders.push(env.reply);
-                }
-                Err(_) => {
-                    crashed = true;
-                    break;
-                }
-            }
-        }
-        let done = replies.len() + usize::from(crashed);
-        let committed = if replies.is_empty() {
-            Ok(None)
-        } else {
-            catch_unwind(AssertUnwindSafe(|| {
-                vnode.commit(&mut replies);
-                vnode.barrier()
-            }))
-        };
-        let Ok(barrier) = committed else {
-            // The batch's durability is unknown: its callers get errors.
-            self.cell.unhandled.fetch_sub(done, Ordering::SeqCst);
-            return Err(());
-        };
-        for (reply, sender) in replies.into_iter().zip(senders) {
-            let b = barrier.as_ref().map(Barrier::share);
-            let _ = sender.send(Ok((reply, b)));
-        }
+        let pending = &mut self.pending;
+        let (done, crashed) = run_batch(
+            vnode,
+            self.partition,
+            &mut std::iter::from_fn(|| pending.pop_front()),
+        );
         self.cell.unhandled.fetch_sub(done, Ordering::SeqCst);
         if crashed {
             Err(())
