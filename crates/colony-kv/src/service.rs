@@ -47,6 +47,8 @@ pub struct KvConfig {
     pub ring_size: u32,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// The node's cache of decoded key states, shared equally by the vnodes.
+    pub doc_cache_bytes: u64,
     pub vnode: VnodeConfig,
     /// Active anti-entropy.
     pub aae: crate::aae::AaeConfig,
@@ -98,6 +100,8 @@ impl KvService {
         let store = Store::open(&config.store)?;
         let limits = Limits {
             max_value_bytes: config.max_value_bytes,
+            doc_cache_bytes: usize::try_from(config.doc_cache_bytes / u64::from(config.ring_size))
+                .unwrap_or(usize::MAX),
         };
         let s = store.clone();
         let node = config.node.clone();

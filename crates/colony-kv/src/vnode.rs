@@ -16,40 +16,33 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod aae;
+mod cache;
 mod handoff;
 mod msg;
 mod replica;
 
 use aae::AaeState;
 pub use aae::{AaeSettings, Damage, TreeInfo};
+use cache::{CachedDoc, DocCache};
 pub use msg::{KvRequest, KvResponse};
 
 /// Most expired keys removed by one tick of active expiry.
 const EXPIRE_PER_TICK: usize = 2000;
-
-/// Decoded states a vnode keeps for its hottest keys (the cache is emptied
-/// when it holds this many), and the largest encoded state it keeps.
-const DOC_CACHE_ENTRIES: usize = 256;
-const DOC_CACHE_MAX_BYTES: usize = 2048;
-
-/// A key's state as stored, decoded, with its anti-entropy entry hash.
-struct CachedDoc {
-    doc: Doc,
-    hash: u64,
-}
 
 /// A key's state as [`KvVnode::take_doc`] found it.
 struct Stored {
     doc: Option<Doc>,
     /// The stored entry's hash (None: no entry).
     hash: Option<u64>,
-    /// Small enough to keep in the cache.
-    cacheable: bool,
+    /// The stored entry's length.
+    len: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_value_bytes: usize,
+    /// The byte budget of this vnode's cache of decoded key states.
+    pub doc_cache_bytes: usize,
 }
 
 pub struct KvVnode {
@@ -88,7 +81,7 @@ pub struct KvVnode {
     /// what [`with_stored`](Self::with_stored) would decode: `stage` drops
     /// a key's entry, and only the code that staged the state puts it back.
     /// A hot key then costs neither a store lookup nor a decode.
-    docs: HashMap<Vec<u8>, CachedDoc>,
+    docs: DocCache,
 }
 
 impl KvVnode {
@@ -136,7 +129,7 @@ impl KvVnode {
             moved: None,
             dropping: None,
             aae: AaeState::default(),
-            docs: HashMap::new(),
+            docs: DocCache::new(limits.doc_cache_bytes),
         })
     }
 
@@ -163,27 +156,27 @@ impl KvVnode {
     /// and the hash of its stored entry (None: absent). Whoever takes it
     /// puts it back with [`keep_doc`](Self::keep_doc) if it stays current.
     fn take_doc(&mut self, skey: &[u8]) -> Result<Stored, KvError> {
-        if let Some(c) = self.docs.remove(skey) {
+        if let Some(c) = self.docs.take(skey) {
             return Ok(Stored {
                 doc: Some(c.doc),
                 hash: Some(c.hash),
-                cacheable: true,
+                len: c.len,
             });
         }
         let found = self.with_stored(skey, |v| {
             let hash = crate::aae::tree::entry_hash(skey, v);
-            Ok((Doc::decode(v)?, hash, v.len() <= DOC_CACHE_MAX_BYTES))
+            Ok((Doc::decode(v)?, hash, v.len()))
         })?;
         Ok(match found {
-            Some((doc, hash, cacheable)) => Stored {
+            Some((doc, hash, len)) => Stored {
                 doc: Some(doc),
                 hash: Some(hash),
-                cacheable,
+                len,
             },
             None => Stored {
                 doc: None,
                 hash: None,
-                cacheable: false,
+                len: 0,
             },
         })
     }
@@ -191,13 +184,14 @@ impl KvVnode {
     /// Keep `doc` as the key's current state (its stored entry hashes to
     /// `hash`), if it is small enough.
     fn keep_doc(&mut self, skey: Vec<u8>, doc: Doc, hash: u64, encoded_len: usize) {
-        if encoded_len > DOC_CACHE_MAX_BYTES {
-            return;
-        }
-        if self.docs.len() >= DOC_CACHE_ENTRIES {
-            self.docs.clear();
-        }
-        self.docs.insert(skey, CachedDoc { doc, hash });
+        self.docs.keep(
+            skey,
+            CachedDoc {
+                doc,
+                hash,
+                len: encoded_len,
+            },
+        );
     }
 
     /// Write this batch's changes to the store as one atomic batch; with
@@ -282,7 +276,7 @@ impl KvVnode {
         let Stored {
             doc: stored,
             hash: old_hash,
-            cacheable,
+            len: old_len,
         } = self.take_doc(&skey)?;
         let before = stored.as_ref().and_then(Self::presence);
         let view = stored.as_ref().and_then(Doc::view);
@@ -311,8 +305,8 @@ impl KvVnode {
         };
         if (matches!(write, Write::None) && !expired) || too_large.is_some() {
             // Nothing staged: the state read is still the current one.
-            if let (Some(doc), Some(h), true) = (stored, old_hash, cacheable) {
-                self.keep_doc(skey, doc, h, 0);
+            if let (Some(doc), Some(h)) = (stored, old_hash) {
+                self.keep_doc(skey, doc, h, old_len);
             }
             return Ok(match too_large {
                 Some(err) => (KvResponse::Reply(Reply::Error(err)), None),

@@ -33,6 +33,7 @@ fn config(dir: &std::path::Path) -> KvConfig {
         ring_size: 16,
         max_key_bytes: 1024,
         max_value_bytes: 1 << 20,
+        doc_cache_bytes: 16 << 20,
         vnode: VnodeConfig::default(),
         aae: Default::default(),
     }

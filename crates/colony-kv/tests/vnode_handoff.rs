@@ -42,6 +42,7 @@ fn open(store: &Arc<Store>) -> KvVnode {
 fn open_as(store: &Arc<Store>, node: &str) -> KvVnode {
     let limits = Limits {
         max_value_bytes: 1 << 20,
+        doc_cache_bytes: 256 << 10,
     };
     let node = NodeId::new(node);
     KvVnode::open_seeded(P, &node, store.clone(), Arc::new(FixedClock), limits, 7).unwrap()

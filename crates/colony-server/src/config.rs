@@ -83,6 +83,10 @@ pub struct StartArgs {
     /// Block cache of the store, in MiB [default: 64]
     #[arg(long)]
     pub cache_mib: Option<u64>,
+    /// Cache of decoded key states, in MiB, shared out among the vnodes
+    /// [default: 32]
+    #[arg(long)]
+    pub doc_cache_mib: Option<u64>,
     /// Join the cluster of the member at this cluster address (repeatable)
     #[arg(long, value_name = "HOST:PORT")]
     #[serde(default)]
@@ -147,6 +151,7 @@ pub struct NodeConfig {
     pub max_multibulk: usize,
     pub max_clients: usize,
     pub cache_bytes: u64,
+    pub doc_cache_bytes: u64,
     pub threads: usize,
     pub join: Vec<String>,
     pub cluster_secret: Option<String>,
@@ -234,6 +239,7 @@ impl NodeConfig {
             max_multibulk: pick!(max_multibulk, 1024 * 1024),
             max_clients: pick!(max_clients, 10_000),
             cache_bytes: pick!(cache_mib, 64) * 1024 * 1024,
+            doc_cache_bytes: pick!(doc_cache_mib, 32) * 1024 * 1024,
             threads: pick!(
                 threads,
                 std::thread::available_parallelism().map_or(2, |n| n.get())

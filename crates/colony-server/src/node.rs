@@ -30,6 +30,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         ring_size: config.ring_size,
         max_key_bytes: config.max_key_bytes,
         max_value_bytes: config.max_value_bytes,
+        doc_cache_bytes: config.doc_cache_bytes,
         vnode: VnodeConfig::default(),
         aae: config.aae.clone(),
     };

@@ -142,6 +142,7 @@ impl World {
         let store = Store::open(&config)?;
         let limits = Limits {
             max_value_bytes: 1 << 20,
+            doc_cache_bytes: 256 << 10,
         };
         let clock: Arc<dyn Clock> = self.clock.clone();
         let mut vnodes = Vec::new();
