@@ -101,7 +101,7 @@ pub async fn send<H: HandoffHost>(inner: Arc<H>, partition: PartitionId, to: Nod
     };
     metrics::gauge!("colony_handoff_active").increment(1.0);
     let mut touched = Vec::new();
-    let result = transfer(&*inner, &*store, partition, &to, &mut touched).await;
+    let result = transfer(&*inner, &*store, partition, &to, attempt, &mut touched).await;
     metrics::gauge!("colony_handoff_active").decrement(1.0);
     match result {
         Ok(()) => {
@@ -165,6 +165,7 @@ async fn transfer<H: HandoffHost>(
     store: &dyn PartitionStore,
     vnode: PartitionId,
     to: &NodeId,
+    attempt: u32,
     touched: &mut Vec<PartitionId>,
 ) -> Result<(), Outcome> {
     let still_planned = || {
@@ -194,6 +195,31 @@ async fn transfer<H: HandoffHost>(
     set_phase(inner, vnode, "streaming");
     for (range, dest) in &ranges {
         stream_range(inner, store, vnode, *range, dest, &base, &still_planned).await?;
+    }
+    // A node that owns nothing yet starts keeping the data every owner
+    // shares with its first partition, so that transfer brings every other
+    // partition's share too. Of several transfers to it, the one of the
+    // lowest partition does this first time round; the others do it if
+    // they get to the hand-over first (checked there).
+    let share = store.shares_data() && !ring.owns_any(to);
+    let first = ring
+        .transfers()
+        .iter()
+        .filter(|t| &t.to == to)
+        .map(|t| t.partition)
+        .min()
+        == Some(vnode);
+    let mut shared = false;
+    if share && (first || attempt > 1) {
+        set_phase(inner, vnode, "streaming shared");
+        for i in 0..ring.ring_size() {
+            let range = PartitionId(i);
+            if ranges.iter().any(|(r, d)| *r == range && d == to) {
+                continue; // streamed whole already
+            }
+            stream_shared(inner, store, vnode, range, to, &base, &still_planned).await?;
+        }
+        shared = true;
     }
     set_phase(inner, vnode, "catching up");
     for _ in 0..5 {
@@ -263,8 +289,14 @@ async fn transfer<H: HandoffHost>(
     // target holds none of it); only then refuse requests here for the
     // ranges this node no longer replicates.
     let before = ring;
+    let must_share = store.shares_data() && !shared;
     let ring = inner
         .update_ring_local(Box::new(|r: &mut Ring| {
+            if must_share && !r.owns_any(to) {
+                return Err(CoreError::BadRing(format!(
+                    "{to} owns nothing yet: it must receive the shared data first"
+                )));
+            }
             // Checked under the ring lock: a move completed since the last
             // check could still add a range; then this attempt fails and
             // the retry sends it.
@@ -396,6 +428,75 @@ async fn stream_range<H: HandoffHost>(
         progress(inner, vnode, keys, bytes);
         sent_bytes += bytes;
         // Rate limit: never run ahead of `rate` bytes per second.
+        let due = Duration::from_secs_f64(sent_bytes as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(inner.now().saturating_duration_since(started)) {
+            inner.sleep(wait).await;
+        }
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Stream the shared part of one range to `to` (see
+/// [`PartitionStore::read_shared_chunk`]), resuming from the receiver's
+/// cursor. Writes are not recorded: from the commit on, coordinators send
+/// the shared data's writes to a node about to own a partition too.
+async fn stream_shared<H: HandoffHost>(
+    inner: &H,
+    store: &dyn PartitionStore,
+    vnode: PartitionId,
+    range: PartitionId,
+    to: &NodeId,
+    base: &str,
+    still_planned: &(dyn Fn() -> bool + Sync),
+) -> Result<(), Outcome> {
+    // Its own id: a later whole stream of the range must not resume from
+    // this one's cursor.
+    let id = format!("{}+shared", range_id(base, range));
+    let HandoffReply::Resume(mut cursor) = inner
+        .call_handoff(
+            to,
+            Handoff::Begin {
+                partition: range,
+                id: id.clone(),
+            },
+        )
+        .await?
+    else {
+        return Err(Outcome::Failed(format!("{to} refused the handoff")));
+    };
+    let rate = inner.handoff_config().rate_bytes.max(1);
+    let started = inner.now();
+    let mut sent_bytes = 0u64;
+    loop {
+        if !still_planned() {
+            return Err(Outcome::Cancelled);
+        }
+        let (items, next) = store
+            .read_shared_chunk(range, cursor.clone(), inner.handoff_config().chunk_bytes)
+            .await?;
+        if items.is_empty() && next.is_none() {
+            return Ok(());
+        }
+        let bytes: u64 = items.iter().map(|i| i.size() as u64).sum();
+        let keys = items.len() as u64;
+        expect_ok(
+            inner
+                .call_handoff(
+                    to,
+                    Handoff::Chunk {
+                        partition: range,
+                        id: id.clone(),
+                        items,
+                        cursor: next.clone(),
+                    },
+                )
+                .await?,
+        )?;
+        progress(inner, vnode, keys, bytes);
+        sent_bytes += bytes;
         let due = Duration::from_secs_f64(sent_bytes as f64 / rate as f64);
         if let Some(wait) = due.checked_sub(inner.now().saturating_duration_since(started)) {
             inner.sleep(wait).await;
