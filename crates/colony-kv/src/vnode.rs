@@ -22,6 +22,7 @@ mod replica;
 
 use aae::AaeState;
 pub use aae::{AaeSettings, Damage, TreeInfo};
+pub use handoff::holds_other_than;
 pub use msg::{KvRequest, KvResponse};
 
 /// Most expired keys removed by one tick of active expiry.
@@ -84,6 +85,9 @@ pub struct KvVnode {
     dropping: Option<handoff::DropCursor>,
     /// The partition's anti-entropy tree.
     aae: AaeState,
+    /// The buckets this node keeps whole (`n_val=all`): their keys are
+    /// served and kept whatever happened to the rest of the partition.
+    shared: Arc<crate::shared::SharedBuckets>,
     /// Decoded states of recently written or read keys, always equal to
     /// what [`with_stored`](Self::with_stored) would decode: `stage` drops
     /// a key's entry, and only the code that staged the state puts it back.
@@ -136,8 +140,15 @@ impl KvVnode {
             moved: None,
             dropping: None,
             aae: AaeState::default(),
+            shared: crate::shared::SharedBuckets::new(),
             docs: HashMap::new(),
         })
+    }
+
+    /// The node's view of the buckets it keeps whole (none by default).
+    pub fn with_shared(mut self, shared: Arc<crate::shared::SharedBuckets>) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// Anti-entropy settings (rebuild schedule, node-wide budget).
@@ -577,7 +588,14 @@ impl Vnode for KvVnode {
                 _ => false,
             };
             if let (Some(to), false) = (&self.moved, stand_in) {
-                return KvResponse::Failed(KvError::NotOwner(to.to_string()));
+                // Keys this node keeps whole stay served here; so do the
+                // exchanges that keep them in step (their keys are those
+                // both sides hold).
+                let held = self.shared.held();
+                let kept = request.only_buckets(&held) || (request.is_aae() && !held.is_empty());
+                if !kept {
+                    return KvResponse::Failed(KvError::NotOwner(to.to_string()));
+                }
             }
             let writes = match &request {
                 KvRequest::Key { op, .. } | KvRequest::Lead { op, .. } => !op.is_read_only(),
@@ -592,7 +610,7 @@ impl Vnode for KvVnode {
                     self.partition
                 )));
             }
-            if writes {
+            if writes && !self.drop_keeps(&request) {
                 // Someone still writes here as a replica: a drop under way
                 // stops, and the next pass decides afresh.
                 self.dropping = None;
@@ -717,7 +735,12 @@ impl Vnode for KvVnode {
                 self.flush(None)
             }
             KvRequest::HandoffImport { items } => self.handoff_import(items),
-            KvRequest::HandoffDrop { start } => self.handoff_drop(start),
+            KvRequest::HandoffDrop { start, keep } => self.handoff_drop(start, keep),
+            KvRequest::HandoffReadBuckets {
+                buckets,
+                after,
+                max_bytes,
+            } => self.handoff_read_buckets(&buckets, after, max_bytes),
             KvRequest::AaeInfo => Ok(self.aae_info()),
             KvRequest::AaeBranches => Ok(self.aae_branches()),
             KvRequest::AaeSegments { branches } => Ok(self.aae_segments(&branches)),
