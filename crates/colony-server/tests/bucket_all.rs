@@ -337,7 +337,18 @@ async fn a_bucket_changed_to_all_spreads_its_keys_and_changed_back_drops_them() 
 
     // Nothing is lost while the change spreads, and anti-entropy copies
     // every key to every node.
-    put_props(&n3, r#"{"n_val": "all"}"#).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_colony"))
+        .args(["admin", "--http", &n3.http_addr().to_string()])
+        .args(["bucket", "set", "db1", "n_val=all", "w=one"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("n_val  all"), "{text}");
     wait_held(&n1, &nodes, &keys, &none, "changed to all").await;
     for node in nodes {
         read_alone_n(node, KEYS, "changed to all").await;
