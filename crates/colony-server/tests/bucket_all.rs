@@ -3,10 +3,10 @@
 //! key of it, whatever partitions it replicates. Checked node by node from
 //! each node's own store (its anti-entropy trees count the entries it
 //! holds per partition) and by reading every key through each node alone
-//! (`r=1&pr=1`), after the writes, after a fifth node joins (it must hold
-//! every key once the ring settles; the others hand partitions to it, drop
-//! the rest of those partitions, and must keep the shared keys), and after
-//! a node leaves. Anti-entropy is off there, so nothing but the writes,
+//! (`r=1&pr=1`), after the writes, after a fifth node joins while a client
+//! writes (it must hold every key, those written meanwhile too, once the
+//! ring settles; the others hand partitions to it, drop the rest of those
+//! partitions, and must keep the shared keys), and after a node leaves. Anti-entropy is off there, so nothing but the writes,
 //! the handoff and the drop rules put keys where they are.
 //!
 //! A second test changes a bucket holding keys from a number to `all`
@@ -19,6 +19,8 @@ use colony_testkit::{eventually, get_json, http_request, wait_settled, Node, Nod
 use futures::stream::{self, StreamExt};
 use redis::aio::MultiplexedConnection;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "test-bucket-all-secret";
@@ -182,17 +184,22 @@ async fn wait_held(
 /// Read every shared key through `node` alone: r=1 and pr=1, so its own
 /// copy answers (every node is a primary of such a key, itself first).
 async fn read_alone(node: &Node, phase: &str) {
-    read_alone_n(node, SHARED_KEYS, phase).await;
+    read_alone_n(node, "s", SHARED_KEYS, phase).await;
 }
 
-async fn read_alone_n(node: &Node, keys: usize, phase: &str) {
+async fn read_alone_n(node: &Node, prefix: &str, keys: usize, phase: &str) {
     let addr = node.http_addr();
     let missing: Vec<String> = stream::iter(0..keys)
         .map(|i| async move {
-            let path = format!("/buckets/db1/keys/s:{i}?r=1&pr=1");
+            let path = format!("/buckets/db1/keys/{prefix}:{i}?r=1&pr=1");
             let r = http_request(addr, "GET", &path, b"", &[]).await.unwrap();
-            (r.status != 200 || r.body != format!("v{i}").into_bytes())
-                .then(|| format!("s:{i} {} {}", r.status, String::from_utf8_lossy(&r.body)))
+            (r.status != 200 || r.body != format!("v{i}").into_bytes()).then(|| {
+                format!(
+                    "{prefix}:{i} {} {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                )
+            })
         })
         .buffer_unordered(32)
         .filter_map(|m| async move { m })
@@ -205,6 +212,38 @@ async fn read_alone_n(node: &Node, keys: usize, phase: &str) {
         node.name(),
         &missing[..missing.len().min(5)]
     );
+}
+
+/// Write `j:0`, `j:1`, … to the shared bucket through `nodes` in turn
+/// until `stop`; how many were acknowledged (each pipeline whole).
+fn background_writer(
+    nodes: Vec<MultiplexedConnection>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut nodes = nodes;
+        let mut done = 0;
+        let mut turn = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let mut pipe = redis::pipe();
+            for i in done..done + 20 {
+                pipe.cmd("SET").arg(format!("j:{i}")).arg(format!("v{i}"));
+            }
+            let c = &mut nodes[turn % 3];
+            turn += 1;
+            let _: redis::Value = pipe.query_async(c).await.unwrap();
+            done += 20;
+        }
+        done
+    })
+}
+
+fn merged(a: &BTreeMap<u16, u64>, b: &BTreeMap<u16, u64>) -> BTreeMap<u16, u64> {
+    let mut out = a.clone();
+    for (p, n) in b {
+        *out.entry(*p).or_default() += n;
+    }
+    out
 }
 
 async fn put_props(node: &Node, body: &str) {
@@ -261,18 +300,32 @@ async fn every_node_holds_a_shared_bucket_through_a_join_and_a_leave() {
     assert_eq!(dbsize(&n4).await, SHARED_KEYS as u64);
     step("every node of four holds every shared key");
 
-    // A fifth node joins: it takes partitions from the four, which drop
-    // the plain keys of those and must keep the shared ones.
+    // A fifth node joins while a client writes to the shared bucket: it
+    // takes partitions from the four, which drop the plain keys of those
+    // and must keep the shared ones.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = background_writer(
+        vec![conn(&n1, 1).await, conn(&n3, 1).await, conn(&n4, 1).await],
+        stop.clone(),
+    );
     let n5 = start("n5", Some(&n2), &off).await;
     wait_settled(&n1, 5, SETTLE).await.unwrap();
-    step("five nodes settled");
-    // The join brought every shared key along: it is there as soon as the
-    // ring settles (with anti-entropy off nothing else could bring it).
+    stop.store(true, Ordering::Relaxed);
+    let during = writer.await.unwrap();
+    step(&format!(
+        "five nodes settled; {during} keys written meanwhile"
+    ));
+    // The join brought every shared key along, and the writes made during
+    // it reached the new node: all there as soon as the ring settles (with
+    // anti-entropy off nothing else could bring them).
     read_alone(&n5, "as the join settles").await;
+    read_alone_n(&n5, "j", during, "written during the join").await;
+    let shared = merged(&shared, &per_partition("db1", "j", during));
+    let total = (SHARED_KEYS + during) as u64;
     let five = [&n1, &n2, &n3, &n4, &n5];
     wait_held(&n1, &five, &shared, &plain, "after a join").await;
     read_alone(&n1, "after a join").await;
-    assert_eq!(dbsize(&n5).await, SHARED_KEYS as u64);
+    assert_eq!(dbsize(&n5).await, total);
     step("the joined node holds every shared key; the others kept theirs");
 
     // Quorums count the nodes there are now: all five, not six.
@@ -351,7 +404,7 @@ async fn a_bucket_changed_to_all_spreads_its_keys_and_changed_back_drops_them() 
     assert!(text.contains("n_val  all"), "{text}");
     wait_held(&n1, &nodes, &keys, &none, "changed to all").await;
     for node in nodes {
-        read_alone_n(node, KEYS, "changed to all").await;
+        read_alone_n(node, "s", KEYS, "changed to all").await;
     }
 
     // Back to two: the copies off the replicas are dropped again.
