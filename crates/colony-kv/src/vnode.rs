@@ -577,44 +577,8 @@ impl Vnode for KvVnode {
     type Reply = KvResponse;
 
     fn handle(&mut self, request: KvRequest) -> KvResponse {
-        if request.is_client() {
-            // A range handed away refuses requests, except those of a
-            // fallback standing in for an unreachable replica (the write is
-            // kept as a hint, which pins the data here) and reads (merging
-            // an older state into a read is harmless).
-            let stand_in = match &request {
-                KvRequest::Lead { hints, .. } | KvRequest::Merge { hints, .. } => !hints.is_empty(),
-                KvRequest::Fetch { .. } => true,
-                _ => false,
-            };
-            if let (Some(to), false) = (&self.moved, stand_in) {
-                // Keys this node keeps whole stay served here; so do the
-                // exchanges that keep them in step (their keys are those
-                // both sides hold).
-                let held = self.shared.held();
-                let kept = request.only_buckets(&held) || (request.is_aae() && !held.is_empty());
-                if !kept {
-                    return KvResponse::Failed(KvError::NotOwner(to.to_string()));
-                }
-            }
-            let writes = match &request {
-                KvRequest::Key { op, .. } | KvRequest::Lead { op, .. } => !op.is_read_only(),
-                KvRequest::Merge { .. } | KvRequest::Reap { .. } => true,
-                KvRequest::AaeSync { .. } | KvRequest::AaeReap { .. } => true,
-                KvRequest::Flush { .. } => true,
-                _ => false,
-            };
-            if self.sealed && writes {
-                return KvResponse::Failed(KvError::TryAgain(format!(
-                    "partition {} is moving to another node",
-                    self.partition
-                )));
-            }
-            if writes && !self.drop_keeps(&request) {
-                // Someone still writes here as a replica: a drop under way
-                // stops, and the next pass decides afresh.
-                self.dropping = None;
-            }
+        if let Some(refused) = self.admit(&request) {
+            return refused;
         }
         if !matches!(
             request,

@@ -1,9 +1,11 @@
 //! The vnode's side of ownership handoff: reading the partition out in
-//! chunks, tracking keys written meanwhile, merging received entries, and
-//! dropping the partition once this node no longer replicates it.
+//! chunks (or only the buckets every owner keeps whole), tracking keys
+//! written meanwhile, refusing requests for a range sealed or handed away,
+//! merging received entries, and dropping the partition once this node no
+//! longer replicates it (leaving the buckets it keeps whole).
 
-use super::KvResponse;
 use super::KvVnode;
+use super::{KvRequest, KvResponse};
 use crate::crdt::{Actor, Doc};
 use crate::{store, KvError};
 use bytes::Bytes;
@@ -148,10 +150,58 @@ impl KvVnode {
         Ok(KvResponse::Items { items, next: None })
     }
 
+    /// What handoff makes of a client request before it is served: a
+    /// refusal (the range was handed away, or is sealed for the last round
+    /// of a transfer), or None to serve it; a write to a range being
+    /// dropped stops the drop.
+    pub(super) fn admit(&mut self, request: &KvRequest) -> Option<KvResponse> {
+        if !request.is_client() {
+            return None;
+        }
+        // A range handed away refuses requests, except those of a
+        // fallback standing in for an unreachable replica (the write is
+        // kept as a hint, which pins the data here) and reads (merging
+        // an older state into a read is harmless).
+        let stand_in = match request {
+            KvRequest::Lead { hints, .. } | KvRequest::Merge { hints, .. } => !hints.is_empty(),
+            KvRequest::Fetch { .. } => true,
+            _ => false,
+        };
+        if let (Some(to), false) = (&self.moved, stand_in) {
+            // Keys this node keeps whole stay served here; so do the
+            // exchanges that keep them in step (their keys are those both
+            // sides hold).
+            let held = self.shared.held();
+            let kept = request.only_buckets(&held) || (request.is_aae() && !held.is_empty());
+            if !kept {
+                return Some(KvResponse::Failed(KvError::NotOwner(to.to_string())));
+            }
+        }
+        let writes = match request {
+            KvRequest::Key { op, .. } | KvRequest::Lead { op, .. } => !op.is_read_only(),
+            KvRequest::Merge { .. } | KvRequest::Reap { .. } => true,
+            KvRequest::AaeSync { .. } | KvRequest::AaeReap { .. } => true,
+            KvRequest::Flush { .. } => true,
+            _ => false,
+        };
+        if self.sealed && writes {
+            return Some(KvResponse::Failed(KvError::TryAgain(format!(
+                "partition {} is moving to another node",
+                self.partition
+            ))));
+        }
+        if writes && !self.drop_keeps(request) {
+            // Someone still writes here as a replica: a drop under way
+            // stops, and the next pass decides afresh.
+            self.dropping = None;
+        }
+        None
+    }
+
     /// Whether a drop under way leaves every key `request` writes: then
     /// the write does not stop it (keys kept whole are written everywhere,
     /// all the time).
-    pub(super) fn drop_keeps(&self, request: &super::KvRequest) -> bool {
+    fn drop_keeps(&self, request: &KvRequest) -> bool {
         self.dropping
             .as_ref()
             .is_some_and(|c| !c.keep.is_empty() && request.only_buckets(&c.keep))
