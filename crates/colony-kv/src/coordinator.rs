@@ -56,6 +56,7 @@ pub struct Placement {
     ring: Arc<Ring>,
     walks: Vec<Vec<NodeId>>,
     replicas: Vec<usize>,
+    joining: Vec<NodeId>,
 }
 
 impl Placement {
@@ -68,11 +69,25 @@ impl Placement {
             walks.push(ring.walk(p).into_iter().cloned().collect());
             replicas.push(ring.replicas(p).len());
         }
+        let mut joining: Vec<NodeId> = Vec::new();
+        for t in ring.transfers() {
+            if !ring.owns_any(&t.to) && !joining.contains(&t.to) {
+                joining.push(t.to);
+            }
+        }
         Self {
             ring,
             walks,
             replicas,
+            joining,
         }
+    }
+
+    /// Nodes that own nothing yet but a planned move will give a
+    /// partition: they are on no walk, but keep the buckets every owner
+    /// keeps whole (`n_val=all`) from now on, so such writes reach them too.
+    pub fn joining(&self) -> &[NodeId] {
+        &self.joining
     }
 
     /// The ring this placement was computed from.
@@ -95,10 +110,11 @@ impl Placement {
     }
 }
 
-/// The nodes to send a request for `partition` to: its first `n` replicas
-/// that are live, and for each one that is not, a fallback (the next live
-/// node on the ring walk that is not already a target, or else a live
-/// replica, which then keeps the hint next to its own copy).
+/// The nodes to send a request for `partition` to: the first `n` nodes of
+/// its walk that are live (its replicas; with `n_val=all`, `n` is the whole
+/// walk), and for each one that is not, a fallback (the next live node on
+/// the ring walk that is not already a target, or else a live replica,
+/// which then keeps the hint next to its own copy).
 pub fn targets(
     placement: &Placement,
     partition: PartitionId,
@@ -106,7 +122,7 @@ pub fn targets(
     live: impl Fn(&NodeId) -> bool,
 ) -> Vec<Target> {
     let walk = placement.walk(partition);
-    let n = n.clamp(1, placement.replicas(partition).len().max(1));
+    let n = n.clamp(1, walk.len().max(1));
     let mut out: Vec<Target> = Vec::with_capacity(n);
     let mut down = Vec::new();
     for node in walk.iter().take(n) {

@@ -106,6 +106,16 @@ impl Counts {
         }
     }
 
+    /// Every key of every bucket but those of `keep` was removed.
+    pub(crate) fn clear_except(&mut self, keep: &[Bytes]) {
+        for (b, c) in self.map.iter_mut() {
+            if !keep.contains(b) {
+                *c = BucketCount::default();
+                self.dirty.insert(b.clone());
+            }
+        }
+    }
+
     /// Add the changed records to `batch`.
     pub(crate) fn write_dirty(&mut self, store: &Store, batch: &mut fjall::OwnedWriteBatch) {
         for bucket in std::mem::take(&mut self.dirty) {

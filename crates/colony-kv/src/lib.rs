@@ -20,6 +20,7 @@ pub mod op;
 pub mod props;
 pub mod reply;
 pub mod service;
+pub mod shared;
 pub mod store;
 pub mod vnode;
 

@@ -89,6 +89,9 @@ struct RouterInner {
     /// The walks and bucket properties of the ring last routed by,
     /// recomputed when it changes.
     route_cache: std::sync::Mutex<Option<route::RouteCache>>,
+    /// The buckets this node keeps whole (`n_val=all`), shared with its
+    /// vnodes.
+    shared: Arc<crate::shared::SharedBuckets>,
 }
 
 impl KvService {
@@ -106,13 +109,15 @@ impl KvService {
         let s = store.clone();
         let node = config.node.clone();
         let vclock = clock.clone();
+        let shared = crate::shared::SharedBuckets::new();
+        let vshared = shared.clone();
         let settings = crate::vnode::AaeSettings {
             rebuild_every_ms: config.aae.rebuild_interval.as_millis() as u64,
             budget: Some(Arc::new(crate::aae::Budget::new(config.aae.build_rate))),
         };
         let factory = move |p: PartitionId| {
             KvVnode::open(p, &node, s.clone(), vclock.clone(), limits)
-                .map(|v| v.with_aae(settings.clone()))
+                .map(|v| v.with_aae(settings.clone()).with_shared(vshared.clone()))
                 .map_err(|e| e.to_string())
         };
         // Every node runs a vnode for every partition: the ring decides
@@ -127,6 +132,7 @@ impl KvService {
             clock,
             repairs: coordinator::new_repair_budget(),
             route_cache: std::sync::Mutex::new(None),
+            shared,
         }));
         Ok(Self {
             partitioner,
@@ -562,19 +568,35 @@ impl KvService {
 
     /// Remove every key of `bucket`, or of every bucket, on every replica
     /// (outright: a flush leaves no tombstones). A replica that cannot be
-    /// reached keeps its copy; the error says which.
+    /// reached keeps its copy; the error says which. A bucket every node
+    /// keeps whole (`n_val=all`) is flushed on every node of each walk; a
+    /// flush of everything flushes those buckets there by name (a vnode
+    /// whose partition moved away serves only them).
     pub async fn flush(&self, bucket: Option<Bytes>) -> Result<(), KvError> {
-        let ring = self.router.0.cluster.get().and_then(|c| c.ring());
+        let ring = self.router.ring();
+        let shared = self.router.0.shared.all();
         let mut calls = Vec::new();
         for p in self.partitions() {
-            let nodes = match &ring {
-                Some(r) => r.replicas(p),
-                None => vec![self.router.0.me.clone()],
+            let (replicas, walk) = match &ring {
+                Some(r) => (r.replicas(p), r.walk(p).into_iter().cloned().collect()),
+                None => (vec![self.router.0.me.clone()], Vec::new()),
             };
-            for node in nodes {
-                let req = KvRequest::Flush {
-                    bucket: bucket.clone(),
-                };
+            let mut sends: Vec<(NodeId, Option<Bytes>)> = Vec::new();
+            match &bucket {
+                Some(b) if shared.contains(b) => {
+                    sends.extend(walk.iter().map(|n| (n.clone(), Some(b.clone()))));
+                }
+                b => {
+                    sends.extend(replicas.iter().map(|n| (n.clone(), b.clone())));
+                    if b.is_none() {
+                        for n in walk.iter().filter(|n| !replicas.contains(n)) {
+                            sends.extend(shared.iter().map(|s| (n.clone(), Some(s.clone()))));
+                        }
+                    }
+                }
+            }
+            for (node, bucket) in sends {
+                let req = KvRequest::Flush { bucket };
                 let router = self.router.clone();
                 calls.push(async move { router.call_node_err(&node, p, req).await });
             }

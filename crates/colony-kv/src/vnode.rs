@@ -24,6 +24,7 @@ mod replica;
 use aae::AaeState;
 pub use aae::{AaeSettings, Damage, TreeInfo};
 use cache::{CachedDoc, DocCache};
+pub use handoff::holds_other_than;
 pub use msg::{KvRequest, KvResponse};
 
 /// Most expired keys removed by one tick of active expiry.
@@ -77,6 +78,9 @@ pub struct KvVnode {
     dropping: Option<handoff::DropCursor>,
     /// The partition's anti-entropy tree.
     aae: AaeState,
+    /// The buckets this node keeps whole (`n_val=all`): their keys are
+    /// served and kept whatever happened to the rest of the partition.
+    shared: Arc<crate::shared::SharedBuckets>,
     /// Decoded states of recently written or read keys, always equal to
     /// what [`with_stored`](Self::with_stored) would decode: `stage` drops
     /// a key's entry, and only the code that staged the state puts it back.
@@ -129,8 +133,15 @@ impl KvVnode {
             moved: None,
             dropping: None,
             aae: AaeState::default(),
+            shared: crate::shared::SharedBuckets::new(),
             docs: DocCache::new(limits.doc_cache_bytes),
         })
+    }
+
+    /// The node's view of the buckets it keeps whole (none by default).
+    pub fn with_shared(mut self, shared: Arc<crate::shared::SharedBuckets>) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// Anti-entropy settings (rebuild schedule, node-wide budget).
@@ -560,37 +571,8 @@ impl Vnode for KvVnode {
     type Reply = KvResponse;
 
     fn handle(&mut self, request: KvRequest) -> KvResponse {
-        if request.is_client() {
-            // A range handed away refuses requests, except those of a
-            // fallback standing in for an unreachable replica (the write is
-            // kept as a hint, which pins the data here) and reads (merging
-            // an older state into a read is harmless).
-            let stand_in = match &request {
-                KvRequest::Lead { hints, .. } | KvRequest::Merge { hints, .. } => !hints.is_empty(),
-                KvRequest::Fetch { .. } => true,
-                _ => false,
-            };
-            if let (Some(to), false) = (&self.moved, stand_in) {
-                return KvResponse::Failed(KvError::NotOwner(to.to_string()));
-            }
-            let writes = match &request {
-                KvRequest::Key { op, .. } | KvRequest::Lead { op, .. } => !op.is_read_only(),
-                KvRequest::Merge { .. } | KvRequest::Reap { .. } => true,
-                KvRequest::AaeSync { .. } | KvRequest::AaeReap { .. } => true,
-                KvRequest::Flush { .. } => true,
-                _ => false,
-            };
-            if self.sealed && writes {
-                return KvResponse::Failed(KvError::TryAgain(format!(
-                    "partition {} is moving to another node",
-                    self.partition
-                )));
-            }
-            if writes {
-                // Someone still writes here as a replica: a drop under way
-                // stops, and the next pass decides afresh.
-                self.dropping = None;
-            }
+        if let Some(refused) = self.admit(&request) {
+            return refused;
         }
         if !matches!(
             request,
@@ -711,7 +693,12 @@ impl Vnode for KvVnode {
                 self.flush(None)
             }
             KvRequest::HandoffImport { items } => self.handoff_import(items),
-            KvRequest::HandoffDrop { start } => self.handoff_drop(start),
+            KvRequest::HandoffDrop { start, keep } => self.handoff_drop(start, keep),
+            KvRequest::HandoffReadBuckets {
+                buckets,
+                after,
+                max_bytes,
+            } => self.handoff_read_buckets(&buckets, after, max_bytes),
             KvRequest::AaeInfo => Ok(self.aae_info()),
             KvRequest::AaeBranches => Ok(self.aae_branches()),
             KvRequest::AaeSegments { branches } => Ok(self.aae_segments(&branches)),

@@ -102,7 +102,13 @@ fn fill_with(v: &mut KvVnode, keys: u32, value: &str) {
 }
 
 fn drop_step(v: &mut KvVnode, start: bool) -> DropStep {
-    match call(v, KvRequest::HandoffDrop { start }) {
+    match call(
+        v,
+        KvRequest::HandoffDrop {
+            start,
+            keep: Vec::new(),
+        },
+    ) {
         KvResponse::Dropping(s) => s,
         other => panic!("unexpected answer {other:?}"),
     }

@@ -31,11 +31,18 @@ async fn status(State(node): State<Arc<NodeState>>) -> Response {
     let parts = node.kv.aae_status().await;
     let ring = node.cluster.ring();
     let me = colony_core::NodeId::new(node.config.node_name.clone());
+    // The partitions this node holds keys of: those it replicates, and
+    // every one while it keeps buckets with n_val=all.
+    let shares = ring
+        .as_ref()
+        .is_some_and(|r| r.shares(&me) && !colony_kv::props::shared_buckets(r).is_empty());
     let partitions: Vec<_> = parts
         .into_iter()
         .filter(|p| {
-            ring.as_ref()
-                .is_none_or(|r| r.replicates(colony_core::PartitionId(p.partition), &me))
+            shares
+                || ring
+                    .as_ref()
+                    .is_none_or(|r| r.replicates(colony_core::PartitionId(p.partition), &me))
         })
         .map(|p| {
             let tree_age_s = p

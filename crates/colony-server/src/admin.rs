@@ -49,7 +49,8 @@ pub enum AaeCommand {
 pub enum BucketCommand {
     /// The bucket's effective properties (its own, and defaults for the rest)
     Get { bucket: String },
-    /// Change properties, e.g. `set photos n_val=3 w=quorum r=2`
+    /// Change properties, e.g. `set photos n_val=3 w=quorum r=2`; `n_val=all`
+    /// keeps every key on every node
     Set {
         bucket: String,
         /// key=value pairs; values are numbers, one, quorum, all or default

@@ -8,11 +8,14 @@
 //! serving, and a last round after sealing the partition (writes wait and are
 //! retried by their coordinators). Only then does it mark the partition moved,
 //! hand it over in the ring and tell the receiver, which owns it from then on.
+//! A receiver that owns nothing yet also gets the shared part of every
+//! other partition (data every owner keeps whole) before it owns one.
 
 mod host;
 mod store;
+mod stream;
 
-use super::msg::{self, Handoff, HandoffItem, HandoffReply, SVC_HANDOFF};
+use super::msg::{self, Handoff, HandoffReply, SVC_HANDOFF};
 use super::Inner;
 use crate::{CoreError, NodeId, PartitionId, Ring};
 use bytes::Bytes;
@@ -25,6 +28,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 pub use store::{Chunk, DropStep, PartitionStore};
+use stream::{send_dirty, stream_range, Part};
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -101,7 +105,7 @@ pub async fn send<H: HandoffHost>(inner: Arc<H>, partition: PartitionId, to: Nod
     };
     metrics::gauge!("colony_handoff_active").increment(1.0);
     let mut touched = Vec::new();
-    let result = transfer(&*inner, &*store, partition, &to, &mut touched).await;
+    let result = transfer(&*inner, &*store, partition, &to, attempt, &mut touched).await;
     metrics::gauge!("colony_handoff_active").decrement(1.0);
     match result {
         Ok(()) => {
@@ -165,6 +169,7 @@ async fn transfer<H: HandoffHost>(
     store: &dyn PartitionStore,
     vnode: PartitionId,
     to: &NodeId,
+    attempt: u32,
     touched: &mut Vec<PartitionId>,
 ) -> Result<(), Outcome> {
     let still_planned = || {
@@ -193,7 +198,52 @@ async fn transfer<H: HandoffHost>(
     }
     set_phase(inner, vnode, "streaming");
     for (range, dest) in &ranges {
-        stream_range(inner, store, vnode, *range, dest, &base, &still_planned).await?;
+        stream_range(
+            inner,
+            store,
+            vnode,
+            *range,
+            dest,
+            &base,
+            Part::Whole,
+            &still_planned,
+        )
+        .await?;
+    }
+    // A node that owns nothing yet starts keeping the data every owner
+    // shares with its first partition, so that transfer brings every other
+    // partition's share too. Of several transfers to it, the one of the
+    // lowest partition does this first time round; the others do it if
+    // they get to the hand-over first (checked there).
+    let share = store.shares_data() && !ring.owns_any(to);
+    let first = ring
+        .transfers()
+        .iter()
+        .filter(|t| &t.to == to)
+        .map(|t| t.partition)
+        .min()
+        == Some(vnode);
+    let mut shared = false;
+    if share && (first || attempt > 1) {
+        set_phase(inner, vnode, "streaming shared");
+        for i in 0..ring.ring_size() {
+            let range = PartitionId(i);
+            if ranges.iter().any(|(r, d)| *r == range && d == to) {
+                continue; // streamed whole already
+            }
+            stream_range(
+                inner,
+                store,
+                vnode,
+                range,
+                to,
+                &base,
+                Part::Shared,
+                &still_planned,
+            )
+            .await?;
+        }
+        shared = true;
     }
     set_phase(inner, vnode, "catching up");
     for _ in 0..5 {
@@ -234,7 +284,17 @@ async fn transfer<H: HandoffHost>(
             break;
         }
         for (range, dest) in &extra {
-            stream_range(inner, store, vnode, *range, dest, &base, &still_planned).await?;
+            stream_range(
+                inner,
+                store,
+                vnode,
+                *range,
+                dest,
+                &base,
+                Part::Whole,
+                &still_planned,
+            )
+            .await?;
         }
         ranges.extend(extra);
         touched.clone_from(&partitions_of(&ranges));
@@ -263,8 +323,14 @@ async fn transfer<H: HandoffHost>(
     // target holds none of it); only then refuse requests here for the
     // ranges this node no longer replicates.
     let before = ring;
+    let must_share = store.shares_data() && !shared;
     let ring = inner
         .update_ring_local(Box::new(|r: &mut Ring| {
+            if must_share && !r.owns_any(to) {
+                return Err(CoreError::BadRing(format!(
+                    "{to} owns nothing yet: it must receive the shared data first"
+                )));
+            }
             // Checked under the ring lock: a move completed since the last
             // check could still add a range; then this attempt fails and
             // the retry sends it.
@@ -339,137 +405,6 @@ fn partitions_of(ranges: &[(PartitionId, NodeId)]) -> Vec<PartitionId> {
 
 fn range_id(base: &str, range: PartitionId) -> String {
     format!("{base}/{range}")
-}
-
-/// Stream one range's entries to `to`, resuming from the receiver's cursor.
-async fn stream_range<H: HandoffHost>(
-    inner: &H,
-    store: &dyn PartitionStore,
-    vnode: PartitionId,
-    range: PartitionId,
-    to: &NodeId,
-    base: &str,
-    still_planned: &(dyn Fn() -> bool + Sync),
-) -> Result<(), Outcome> {
-    let id = range_id(base, range);
-    store.begin(range).await?;
-    let HandoffReply::Resume(mut cursor) = inner
-        .call_handoff(
-            to,
-            Handoff::Begin {
-                partition: range,
-                id: id.clone(),
-            },
-        )
-        .await?
-    else {
-        return Err(Outcome::Failed(format!("{to} refused the handoff")));
-    };
-    if cursor.is_some() {
-        tracing::info!(%vnode, %range, %to, "resuming a handoff");
-    }
-    let rate = inner.handoff_config().rate_bytes.max(1);
-    let started = inner.now();
-    let mut sent_bytes = 0u64;
-    loop {
-        if !still_planned() {
-            return Err(Outcome::Cancelled);
-        }
-        let (items, next) = store
-            .read_chunk(range, cursor.clone(), inner.handoff_config().chunk_bytes)
-            .await?;
-        let bytes: u64 = items.iter().map(|i| i.size() as u64).sum();
-        let keys = items.len() as u64;
-        expect_ok(
-            inner
-                .call_handoff(
-                    to,
-                    Handoff::Chunk {
-                        partition: range,
-                        id: id.clone(),
-                        items,
-                        cursor: next.clone(),
-                    },
-                )
-                .await?,
-        )?;
-        progress(inner, vnode, keys, bytes);
-        sent_bytes += bytes;
-        // Rate limit: never run ahead of `rate` bytes per second.
-        let due = Duration::from_secs_f64(sent_bytes as f64 / rate as f64);
-        if let Some(wait) = due.checked_sub(inner.now().saturating_duration_since(started)) {
-            inner.sleep(wait).await;
-        }
-        match next {
-            Some(c) => cursor = Some(c),
-            None => return Ok(()),
-        }
-    }
-}
-
-/// Send keys recorded as written; if that fails, record them again so the
-/// retry sends them (they may be behind the receiver's resume cursor).
-async fn send_dirty<H: HandoffHost>(
-    inner: &H,
-    store: &dyn PartitionStore,
-    vnode: PartitionId,
-    range: PartitionId,
-    to: &NodeId,
-    id: &str,
-    items: Vec<HandoffItem>,
-) -> Result<(), Outcome> {
-    let keys: Vec<Bytes> = items.iter().map(|i| i.key.clone()).collect();
-    let sent = send_items(inner, vnode, range, to, id, items).await;
-    if sent.is_err() {
-        store.redirty(range, keys).await?;
-    }
-    sent
-}
-
-async fn send_items<H: HandoffHost>(
-    inner: &H,
-    vnode: PartitionId,
-    partition: PartitionId,
-    to: &NodeId,
-    id: &str,
-    items: Vec<HandoffItem>,
-) -> Result<(), Outcome> {
-    let chunk_bytes = inner.handoff_config().chunk_bytes.max(1);
-    let mut batch = Vec::new();
-    let mut size = 0;
-    let mut iter = items.into_iter().peekable();
-    while let Some(item) = iter.next() {
-        size += item.size();
-        batch.push(item);
-        if size >= chunk_bytes || iter.peek().is_none() {
-            let keys = batch.len() as u64;
-            let bytes = size as u64;
-            expect_ok(
-                inner
-                    .call_handoff(
-                        to,
-                        Handoff::Chunk {
-                            partition,
-                            id: id.to_string(),
-                            items: std::mem::take(&mut batch),
-                            cursor: None,
-                        },
-                    )
-                    .await?,
-            )?;
-            progress(inner, vnode, keys, bytes);
-            size = 0;
-        }
-    }
-    Ok(())
-}
-
-fn expect_ok(reply: HandoffReply) -> Result<(), Outcome> {
-    match reply {
-        HandoffReply::Ok => Ok(()),
-        HandoffReply::Refused(e) => Err(Outcome::Failed(e)),
-        HandoffReply::Resume(_) => Err(Outcome::Failed("unexpected handoff reply".into())),
-    }
 }
 
 /// The receiving side of every transfer to this node. Entries are merged

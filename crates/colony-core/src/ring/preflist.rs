@@ -84,6 +84,19 @@ impl Ring {
         })
     }
 
+    /// Whether `node` owns at least one partition.
+    pub fn owns_any(&self, node: &NodeId) -> bool {
+        self.parts.iter().any(|e| &e.owner == node)
+    }
+
+    /// Whether `node` keeps the data every owner shares (a service's
+    /// "share everything" data, the whole of it on every node walked): it
+    /// owns a partition, or a planned move is about to give it one (its
+    /// first transfer brings that data along; see `cluster/handoff.rs`).
+    pub fn shares(&self, node: &NodeId) -> bool {
+        self.owns_any(node) || self.transfers().iter().any(|t| &t.to == node)
+    }
+
     /// What the current owner of `vnode` must stream when its ownership
     /// passes to `to`: each range whose replica set gains a node through
     /// the move, with that node (`to`, or the node the walk reaches once it

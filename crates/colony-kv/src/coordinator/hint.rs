@@ -27,11 +27,23 @@ pub async fn deliver<T: ReplicaTransport>(
 ) -> Result<(), KvError> {
     let me = net.me().clone();
     // A node that no longer replicates the partition gets nothing: its
-    // current replicas get the keys instead.
+    // current replicas get the keys instead. Keys of a bucket every owner
+    // keeps whole (`n_val=all`) go to it while it owns partitions, else to
+    // every owner.
     let to: Vec<NodeId> = if ring.replicas(p).contains(node) {
         vec![node.clone()]
     } else {
         ring.replicas(p).into_iter().filter(|n| *n != me).collect()
+    };
+    let shared = crate::props::shared_buckets(ring);
+    let to_shared: Vec<NodeId> = if ring.shares(node) {
+        vec![node.clone()]
+    } else {
+        ring.walk(p)
+            .into_iter()
+            .filter(|n| **n != me)
+            .cloned()
+            .collect()
     };
     loop {
         let batch = Req::Hints {
@@ -50,7 +62,12 @@ pub async fn deliver<T: ReplicaTransport>(
             let Some((bucket, hash, key)) = store::split_data_key(&item.key) else {
                 continue;
             };
-            for dest in &to {
+            let dests = if shared.iter().any(|b| b.as_ref() == bucket) {
+                &to_shared
+            } else {
+                &to
+            };
+            for dest in dests {
                 let req = Req::Merge {
                     bucket: bytes::Bytes::copy_from_slice(bucket),
                     key: bytes::Bytes::copy_from_slice(key),

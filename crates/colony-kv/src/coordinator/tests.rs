@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::vnode::KvRequest;
 
 fn n(i: usize) -> NodeId {
     NodeId::new(format!("node{i}"))
@@ -142,9 +143,9 @@ impl ReplicaTransport for Canned {
         &self,
         node: &NodeId,
         _partition: PartitionId,
-        req: crate::vnode::KvRequest,
+        req: KvRequest,
     ) -> Result<crate::vnode::KvResponse, CallFailed> {
-        if matches!(req, crate::vnode::KvRequest::Fetch { .. }) {
+        if matches!(req, KvRequest::Fetch { .. }) {
             self.fetched.lock().unwrap().push(node.clone());
         }
         let Some((delay_ms, doc)) = self.answers.get(node).cloned() else {
@@ -155,7 +156,7 @@ impl ReplicaTransport for Canned {
         };
         tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
         match req {
-            crate::vnode::KvRequest::Fetch { .. } => Ok(crate::vnode::KvResponse::Doc(doc)),
+            KvRequest::Fetch { .. } => Ok(crate::vnode::KvResponse::Doc(doc)),
             // Repairs: accepted, nothing to check here.
             _ => Ok(crate::vnode::KvResponse::Merged {
                 changed: None,
@@ -341,4 +342,60 @@ async fn a_failed_or_slow_replica_makes_the_read_ask_the_next() {
             "hash {hash}: waited for the paused replica"
         );
     }
+}
+
+#[test]
+fn with_n_val_all_every_node_is_a_primary_and_a_down_one_leaves_its_hint_with_one() {
+    let r = ring(5);
+    let placement = Placement::new(Arc::new(r.clone()));
+    let p = PartitionId(12);
+    let walk: Vec<NodeId> = r.walk(p).into_iter().cloned().collect();
+    assert_eq!(walk.len(), 5);
+    let t = targets(&placement, p, walk.len(), |_| true);
+    assert_eq!(t.iter().map(|t| t.node.clone()).collect::<Vec<_>>(), walk);
+    assert!(t.iter().all(|t| t.primary && t.hints.is_empty()));
+    // No node is left to stand in: a live primary keeps the hint.
+    let dead = walk[2].clone();
+    let t = targets(&placement, p, walk.len(), |x| *x != dead);
+    assert_eq!(t.len(), 4);
+    assert!(t.iter().all(|t| t.primary));
+    let hinted: Vec<NodeId> = t.iter().flat_map(|t| t.hints.clone()).collect();
+    assert_eq!(hinted, vec![dead]);
+    // Nobody is joining a settled ring.
+    assert!(placement.joining().is_empty());
+}
+
+#[test]
+fn a_node_about_to_own_its_first_partition_is_joining_and_takes_shared_writes() {
+    let mut r = ring(4);
+    let newcomer = n(9);
+    r.stage_join(&newcomer, "a9".into());
+    r.commit();
+    assert!(!r.owns_any(&newcomer) && r.shares(&newcomer));
+    let placement = Placement::new(Arc::new(r.clone()));
+    assert_eq!(placement.joining(), std::slice::from_ref(&newcomer));
+    // A partition it will not replicate: it still takes writes of a shared
+    // bucket, and nothing else; and it would refuse other buckets' writes.
+    let p = (0..64)
+        .map(PartitionId)
+        .find(|p| !r.replicates(*p, &newcomer))
+        .unwrap();
+    let merge = |bucket: &'static [u8]| KvRequest::Merge {
+        bucket: bytes::Bytes::from_static(bucket),
+        key: bytes::Bytes::from_static(b"k"),
+        hash: 0,
+        doc: bytes::Bytes::new(),
+        hints: Vec::new(),
+    };
+    let shared = [bytes::Bytes::from_static(b"everywhere")];
+    assert_eq!(
+        refusal(&r, &newcomer, p, &merge(b"everywhere"), &shared),
+        None
+    );
+    assert!(refusal(&r, &newcomer, p, &merge(b"default"), &shared).is_some());
+    assert!(refusal(&r, &newcomer, p, &KvRequest::AaeBranches, &shared).is_none());
+    assert!(refusal(&r, &newcomer, p, &KvRequest::AaeBranches, &[]).is_some());
+    // A node that left shares nothing: it refuses the shared bucket too.
+    let gone = n(20);
+    assert!(refusal(&r, &gone, p, &merge(b"everywhere"), &shared).is_some());
 }

@@ -64,21 +64,27 @@ pub fn new_repair_budget() -> Arc<Semaphore> {
 /// Whether `me` refuses a replica-level request (from another node's
 /// coordinator) for `partition`: a write is refused where this node
 /// neither replicates the partition nor stands in for a replica (with
-/// hints). None: serve it; also None for requests that are not
+/// hints) nor keeps the key's bucket whole (`shared`: the ring's buckets
+/// with `n_val=all`, kept by every node that owns or is about to own a
+/// partition). None: serve it; also None for requests that are not
 /// replica-level.
 pub fn refusal(
     ring: &Ring,
     me: &NodeId,
     partition: PartitionId,
     req: &KvRequest,
+    shared: &[bytes::Bytes],
 ) -> Option<KvError> {
-    let hinted = match req {
-        KvRequest::Lead { hints, .. } | KvRequest::Merge { hints, .. } => !hints.is_empty(),
-        // Anti-entropy runs between the partition's replicas only.
-        r if r.is_aae() => false,
+    let (hinted, kept) = match req {
+        KvRequest::Lead { hints, bucket, .. } | KvRequest::Merge { hints, bucket, .. } => {
+            (!hints.is_empty(), shared.contains(bucket))
+        }
+        // Anti-entropy runs between the nodes holding the partition's keys:
+        // its replicas, and with a shared bucket every owner.
+        r if r.is_aae() => (false, !shared.is_empty()),
         _ => return None,
     };
-    if hinted || ring.replicates(partition, me) {
+    if hinted || ring.replicates(partition, me) || (kept && ring.shares(me)) {
         return None;
     }
     let first = ring.replicas(partition).into_iter().next();

@@ -12,13 +12,16 @@ use colony_core::NodeId;
 use tokio::sync::mpsc;
 
 /// Apply a write: the leader applies it, the other targets merge the
-/// state it produced; answers once the tally is met.
+/// state it produced; answers once the tally is met. The nodes of `also`
+/// get the state too, uncounted (nodes about to own their first
+/// partition, for a bucket every owner keeps whole).
 pub async fn write<T: ReplicaTransport>(
     net: &T,
     kr: KeyReq,
     targets: Vec<Target>,
     need: Need,
     spares: &[NodeId],
+    also: &[NodeId],
 ) -> Result<KvResponse, KvError> {
     let mut tally = Tally::new(need, &targets);
     let Some((leader, out, doc)) = lead(net, &kr, &targets, &mut tally).await? else {
@@ -66,6 +69,28 @@ pub async fn write<T: ReplicaTransport>(
         });
     }
     drop(tx);
+    // Not counted, and no hint when it fails: such a node is still being
+    // sent every key (its first transfer in), and anti-entropy covers a
+    // write it missed in between. It must not make the quorum: it may not
+    // hold the rest of what a read there would need.
+    for node in also
+        .iter()
+        .filter(|n| !targets.iter().any(|t| &t.node == *n))
+    {
+        let req = Req::Merge {
+            bucket: kr.bucket.clone(),
+            key: kr.key.clone(),
+            hash: kr.hash,
+            doc: doc.clone(),
+            hints: Vec::new(),
+        };
+        let (net, node, partition) = (net.clone(), node.clone(), kr.partition);
+        tokio::spawn(async move {
+            if let Err(f) = net.call(&node, partition, req).await {
+                tracing::debug!(%node, %partition, error = %f.err, "a joining node missed a write");
+            }
+        });
+    }
     let mut learned: Option<Doc> = None;
     while tally.verdict() == Verdict::Waiting {
         let Some((i, r)) = rx.recv().await else { break };

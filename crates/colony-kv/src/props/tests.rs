@@ -28,7 +28,7 @@ fn quorum_names_and_numbers_parse_and_display_alike() {
 #[test]
 fn json_has_numbers_as_numbers_and_postcard_round_trips() {
     let p = BucketProps {
-        n_val: Some(3),
+        n_val: Some(NVal::Num(3)),
         r: Quorum::Num(2),
         w: Quorum::All,
         ..BucketProps::default()
@@ -76,7 +76,10 @@ fn set_reports_unknown_properties_bad_values_and_counts_over_n_val() {
     p.set("n_val", "2").unwrap();
     p.set("w", "all").unwrap();
     p.set("r", "1").unwrap();
-    assert_eq!((p.n_val, p.w, p.r), (Some(2), Quorum::All, Quorum::Num(1)));
+    assert_eq!(
+        (p.n_val, p.w, p.r),
+        (Some(NVal::Num(2)), Quorum::All, Quorum::Num(1))
+    );
     let err = |p: &mut BucketProps, k: &str, v: &str| {
         let before = p.clone();
         let e = p.set(k, v).unwrap_err();
@@ -108,7 +111,7 @@ fn edit_applies_all_or_nothing_and_checks_the_clusters_n_val() {
     p.edit([("n_val", "2"), ("w", "2")], 3).unwrap();
     // Raising n_val and w together is fine whatever the order.
     p.edit([("w", "3"), ("n_val", "3")], 3).unwrap();
-    assert_eq!((p.n_val, p.w), (Some(3), Quorum::Num(3)));
+    assert_eq!((p.n_val, p.w), (Some(NVal::Num(3)), Quorum::Num(3)));
     let before = p.clone();
     let e = p.edit([("r", "1"), ("n_val", "5")], 3).unwrap_err();
     assert!(
@@ -124,7 +127,7 @@ fn edit_applies_all_or_nothing_and_checks_the_clusters_n_val() {
 #[test]
 fn resolve_caps_n_at_the_ring_and_the_replicas_and_applies_overrides() {
     let p = BucketProps {
-        n_val: Some(5),
+        n_val: Some(NVal::Num(5)),
         w: Quorum::Num(4),
         ..BucketProps::default()
     };
@@ -190,9 +193,13 @@ fn quorum() -> impl Strategy<Value = Quorum> {
     ]
 }
 
+fn n_val() -> impl Strategy<Value = NVal> {
+    prop_oneof![(1u8..=255).prop_map(NVal::Num), Just(NVal::All)]
+}
+
 fn props() -> impl Strategy<Value = BucketProps> {
     (
-        proptest::option::of(any::<u8>()),
+        proptest::option::of(n_val()),
         (quorum(), quorum(), quorum(), quorum(), quorum()),
     )
         .prop_map(|(n_val, (r, w, pr, pw, dw))| BucketProps {
@@ -222,12 +229,19 @@ proptest! {
     ) {
         let r = p.resolve(ring_n_val, available, &o);
         prop_assert!(r.n >= 1);
-        prop_assert!(r.n <= usize::from(ring_n_val.max(1)));
         prop_assert!(r.n <= available.max(1));
+        prop_assert!(r.r >= 1 && r.w >= 1);
+        if p.is_shared() {
+            // Every node there is; only numbers asked for may exceed it.
+            prop_assert_eq!(r.n, available.max(1));
+            return Ok(());
+        }
+        prop_assert!(r.n <= usize::from(ring_n_val.max(1)));
         for (name, c) in [("r", r.r), ("w", r.w), ("pr", r.pr), ("pw", r.pw), ("dw", r.dw)] {
             prop_assert!(c <= r.n, "{}={} > n={}", name, c, r.n);
         }
-        prop_assert!(r.r >= 1 && r.w >= 1);
+        prop_assert_eq!(r.excess(true), None);
+        prop_assert_eq!(r.excess(false), None);
     }
 
     /// Encoding and the text of every property round-trip.
@@ -237,9 +251,10 @@ proptest! {
         let json = serde_json::to_string(&p).unwrap();
         prop_assert_eq!(serde_json::from_str::<BucketProps>(&json).unwrap(), p.clone());
         let mut back = BucketProps::default();
-        for name in ["r", "w", "pr", "pw", "dw"] {
+        for name in ["n_val", "r", "w", "pr", "pw", "dw"] {
             back.assign(name, &p.get(name).unwrap()).unwrap();
         }
+        prop_assert_eq!(back.n_val, p.n_val);
         prop_assert_eq!((back.r, back.w), (
             if p.r == Quorum::Default { Quorum::Quorum } else { p.r },
             if p.w == Quorum::Default { Quorum::Quorum } else { p.w },
@@ -253,4 +268,132 @@ proptest! {
         let _ = p.set(&key, &value);
         let _ = p.edit([(key.as_str(), value.as_str())], 3);
     }
+}
+
+#[test]
+fn n_val_all_is_accepted_shown_as_all_and_any_count_goes_with_it() {
+    let mut p = BucketProps::default();
+    p.set("n_val", "all").unwrap();
+    assert_eq!(p.n_val, Some(NVal::All));
+    assert!(p.is_shared());
+    assert_eq!(p.get("n_val").as_deref(), Some("all"));
+    // The nodes holding the bucket change with the membership: a count
+    // is not checked against any number when it is set.
+    p.edit([("w", "7"), ("r", "one"), ("pw", "all")], 3)
+        .unwrap();
+    assert_eq!((p.w, p.r, p.pw), (Quorum::Num(7), Quorum::One, Quorum::All));
+    // `all` does not exceed the cluster's n_val: it is not a number.
+    BucketProps::default().edit([("n_val", "all")], 1).unwrap();
+    // Back to a number: the counts are checked against it again.
+    let e = p.clone().edit([("n_val", "3")], 3).unwrap_err();
+    assert!(e.to_string().contains("w=7 exceeds n_val=3"), "{e}");
+    for bad in ["ALL", "every", "0", "-1", "256"] {
+        let e = BucketProps::default().set("n_val", bad).unwrap_err();
+        assert!(e.to_string().contains("or default"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn n_val_all_resolves_against_every_node_and_does_not_cap_numbers() {
+    let p = BucketProps {
+        n_val: Some(NVal::All),
+        ..BucketProps::default()
+    };
+    // Four nodes own partitions (the ring's n_val, 3, plays no part).
+    let r = p.resolve(3, 4, &Overrides::default());
+    assert_eq!(
+        r,
+        Resolved {
+            n: 4,
+            r: 3,
+            w: 3,
+            pr: 0,
+            pw: 0,
+            dw: 0
+        }
+    );
+    assert_eq!((r.excess(true), r.excess(false)), (None, None));
+    let o = Overrides {
+        r: Some(Quorum::One),
+        pr: Some(Quorum::One),
+        w: Some(Quorum::All),
+        dw: Some(Quorum::Num(5)),
+        ..Overrides::default()
+    };
+    let r = p.resolve(3, 4, &o);
+    assert_eq!((r.r, r.pr, r.w, r.dw), (1, 1, 4, 5));
+    assert_eq!(r.excess(true), None);
+    assert_eq!(r.excess(false), Some(("dw", 5)));
+    // Five nodes now: the same request fits.
+    assert_eq!(p.resolve(3, 5, &o).excess(false), None);
+    // A single node holds every copy.
+    let one = p.resolve(3, 1, &Overrides::default());
+    assert_eq!((one.n, one.r, one.w), (1, 1, 1));
+}
+
+#[test]
+fn n_val_all_is_stored_in_the_old_format_and_old_properties_still_decode() {
+    let p = BucketProps {
+        n_val: Some(NVal::All),
+        w: Quorum::Num(2),
+        ..BucketProps::default()
+    };
+    assert_eq!(BucketProps::decode(&p.encode()).unwrap(), p);
+    let json = serde_json::to_value(p.effective(3)).unwrap();
+    assert_eq!(json["n_val"], "all");
+    assert_eq!(serde_json::from_value::<BucketProps>(json).unwrap(), p);
+    assert_eq!(
+        BucketProps::default().effective(3).n_val,
+        Some(NVal::Num(3))
+    );
+    // What an older version stored: n_val as a plain Option<u8>.
+    #[derive(serde::Serialize)]
+    struct Before {
+        n_val: Option<u8>,
+        r: Quorum,
+        w: Quorum,
+        pr: Quorum,
+        pw: Quorum,
+        dw: Quorum,
+    }
+    let d = BucketProps::default();
+    for (old, now) in [(Some(2), Some(NVal::Num(2))), (None, None)] {
+        let bytes = postcard::to_stdvec(&Before {
+            n_val: old,
+            r: d.r,
+            w: Quorum::One,
+            pr: d.pr,
+            pw: d.pw,
+            dw: d.dw,
+        })
+        .unwrap();
+        let got = BucketProps::decode(&bytes).unwrap();
+        assert_eq!((got.n_val, got.w), (now, Quorum::One));
+    }
+}
+
+#[test]
+fn shared_buckets_are_found_in_the_ring_by_name_whatever_the_name() {
+    let mut ring = Ring::single(NodeId::new("n"), 64).unwrap();
+    assert!(shared_buckets(&ring).is_empty());
+    let mut all = BucketProps::default();
+    all.set("n_val", "all").unwrap();
+    let mut two = BucketProps::default();
+    two.set("n_val", "2").unwrap();
+    for (bucket, p) in [
+        (&b"photos"[..], &all),
+        (b"a%b", &all),
+        (b"\xff", &all),
+        (b"db1", &two),
+        (b"zz", &all),
+    ] {
+        ring.set_meta(&meta_key(bucket), p.encode());
+    }
+    assert_eq!(
+        shared_buckets(&ring),
+        [&b"\xff"[..], b"zz", b"a%b", b"photos"].map(bytes::Bytes::from_static)
+    );
+    // Set back to a number: no longer shared.
+    ring.set_meta(&meta_key(b"photos"), two.encode());
+    assert_eq!(shared_buckets(&ring).len(), 3);
 }

@@ -74,15 +74,38 @@ impl AaeNode {
 }
 
 /// Where each bucket's keys live in one partition, by the ring's bucket
-/// properties.
+/// properties: the first `n` replicas, or for a bucket with `n_val=all`
+/// every node of the walk and those about to own their first partition
+/// (so a tombstone is reaped only once they hold it too).
 struct RingPlacement {
     replicas: Vec<NodeId>,
+    walk: Vec<NodeId>,
     ring: Arc<Ring>,
+}
+
+impl RingPlacement {
+    fn new(ring: &Arc<Ring>, p: PartitionId) -> Self {
+        let mut walk: Vec<NodeId> = ring.walk(p).into_iter().cloned().collect();
+        for t in ring.transfers() {
+            if !walk.contains(&t.to) {
+                walk.push(t.to);
+            }
+        }
+        Self {
+            replicas: ring.replicas(p),
+            walk,
+            ring: ring.clone(),
+        }
+    }
 }
 
 impl Placement for RingPlacement {
     fn holders(&self, bucket: &[u8]) -> Vec<NodeId> {
-        let q = BucketProps::lookup(&self.ring, bucket).resolve(
+        let props = BucketProps::lookup(&self.ring, bucket);
+        if props.is_shared() {
+            return self.walk.clone();
+        }
+        let q = props.resolve(
             self.ring.n_val(),
             self.replicas.len(),
             &Overrides::default(),
@@ -92,17 +115,23 @@ impl Placement for RingPlacement {
 }
 
 /// The (partition, peer) exchanges this node starts: for each partition it
-/// replicates, with the replica after it in the partition's list.
-fn pairs(ring: &Ring, me: &NodeId) -> Vec<(PartitionId, NodeId)> {
+/// holds keys of, with the node after it in the partition's list (its
+/// replicas; with a bucket every owner keeps whole, `shared`, the whole
+/// walk, so the exchanges of every partition reach every owner).
+fn pairs(ring: &Ring, me: &NodeId, shared: bool) -> Vec<(PartitionId, NodeId)> {
     let mut out = Vec::new();
     for i in 0..ring.ring_size() {
         let p = PartitionId(i);
-        let replicas = ring.replicas(p);
-        if replicas.len() < 2 {
+        let holders: Vec<NodeId> = if shared {
+            ring.walk(p).into_iter().cloned().collect()
+        } else {
+            ring.replicas(p)
+        };
+        if holders.len() < 2 {
             continue;
         }
-        if let Some(at) = replicas.iter().position(|r| r == me) {
-            out.push((p, replicas[(at + 1) % replicas.len()].clone()));
+        if let Some(at) = holders.iter().position(|r| r == me) {
+            out.push((p, holders[(at + 1) % holders.len()].clone()));
         }
     }
     out
@@ -160,9 +189,9 @@ async fn step(
     cursor: &mut Cursor,
 ) -> Option<bool> {
     let cluster = router.0.cluster.get()?.clone();
-    let ring = cluster.ring()?;
+    let ring = router.ring()?;
     let me = router.0.me.clone();
-    let pairs = pairs(&ring, &me);
+    let pairs = pairs(&ring, &me, !router.0.shared.all().is_empty());
     if pairs.is_empty() {
         return None;
     }
@@ -186,10 +215,7 @@ async fn step(
         }
     }
     let (p, peer) = chosen?;
-    let placement = RingPlacement {
-        replicas: ring.replicas(p),
-        ring: ring.clone(),
-    };
+    let placement = RingPlacement::new(&ring, p);
     let now = clock.now_ms();
     let result = exchange::exchange(router, p, &peer, &placement, &aae.repair, MAX_KEYS).await;
     record(aae, p, &peer, now, &result);

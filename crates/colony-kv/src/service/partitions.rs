@@ -97,7 +97,13 @@ impl PartitionStore for KvPartitions {
         partition: PartitionId,
         start: bool,
     ) -> BoxFut<'_, Result<DropStep, String>> {
-        let f = self.ask(partition, Req::HandoffDrop { start });
+        // Buckets this node keeps whole stay, as of the ring now (each
+        // step looks again).
+        let keep = match self.router.ring() {
+            Some(_) => self.router.0.shared.held().to_vec(),
+            None => Vec::new(),
+        };
+        let f = self.ask(partition, Req::HandoffDrop { start, keep });
         Box::pin(async move {
             match f.await? {
                 KvResponse::Dropping(step) => Ok(step),
@@ -138,12 +144,40 @@ impl PartitionStore for KvPartitions {
             Ok(())
         })
     }
+    /// Whether the partition holds anything a drop would remove: entries
+    /// of buckets this node keeps whole do not count.
     fn has_data(&self, partition: PartitionId) -> bool {
-        self.store
-            .data()
-            .prefix(partition.to_be_bytes())
-            .next()
-            .is_some()
+        let keep = match self.router.ring() {
+            Some(_) => self.router.0.shared.held(),
+            None => Default::default(),
+        };
+        // Unreadable: say yes, and let the drop find out.
+        crate::vnode::holds_other_than(&self.store, partition, &keep).unwrap_or(true)
+    }
+    fn shares_data(&self) -> bool {
+        self.router.ring().is_some() && !self.router.0.shared.all().is_empty()
+    }
+    fn read_shared_chunk(
+        &self,
+        partition: PartitionId,
+        after: Option<Bytes>,
+        max_bytes: usize,
+    ) -> BoxFut<'_, Result<Chunk, String>> {
+        let buckets = self.router.0.shared.all().to_vec();
+        let f = self.ask(
+            partition,
+            Req::HandoffReadBuckets {
+                buckets,
+                after,
+                max_bytes,
+            },
+        );
+        Box::pin(async move {
+            match f.await? {
+                KvResponse::Items { items, next } => Ok((items, next)),
+                other => Err(format!("unexpected answer {other:?}")),
+            }
+        })
     }
     fn pinned(&self, partition: PartitionId) -> bool {
         KvVnode::has_hints(&self.store, partition)

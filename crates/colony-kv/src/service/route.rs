@@ -38,11 +38,20 @@ pub(super) enum Target {
 pub(super) enum Path {
     /// This node holds the key's only copy: straight to the local vnode.
     Local,
-    /// Through the replicas (with stand-ins past them on the ring).
-    Replicated(Vec<coordinator::Target>, Need, Vec<NodeId>),
+    /// Through the replicas (with stand-ins past them on the ring, and for
+    /// a write the nodes that get it uncounted: see `coordinator::write`).
+    Replicated(Vec<coordinator::Target>, Need, Vec<NodeId>, Vec<NodeId>),
 }
 
 impl Router {
+    /// This node's ring (None before it joined), with the view of the
+    /// buckets it keeps whole brought in step with it.
+    pub(super) fn ring(&self) -> Option<Arc<colony_core::Ring>> {
+        let ring = self.0.cluster.get()?.ring()?;
+        self.0.shared.observe(&ring, &self.0.me);
+        Some(ring)
+    }
+
     pub(super) fn local(&self, partition: PartitionId) -> Result<&VnodeHandle<KvVnode>, KvError> {
         self.0.handles.get(partition.index()).ok_or(KvError::Core(
             colony_core::CoreError::NoSuchPartition {
@@ -118,14 +127,42 @@ impl Router {
         let Some(cluster) = self.0.cluster.get() else {
             return Ok(Path::Local);
         };
-        let ring = cluster.ring().ok_or_else(|| {
+        let ring = self.ring().ok_or_else(|| {
             KvError::TryAgain("this node is joining the cluster; retry shortly".into())
         })?;
         let (placement, props) = self.placement(ring, &kr.bucket);
-        let replicas = placement.replicas(kr.partition);
+        let read = kr.op.is_read_only();
+        // A bucket every owner keeps whole: the whole walk holds the key.
+        let shared = props.is_shared();
+        let replicas = if shared {
+            placement.walk(kr.partition)
+        } else {
+            placement.replicas(kr.partition)
+        };
         let q = props.resolve(placement.ring().n_val(), replicas.len(), &kr.overrides);
-        let need = Need::of(&q, kr.op.is_read_only());
-        let single = need.total <= 1 && need.primary <= 1 && need.durable == 0;
+        let need = Need::of(&q, read);
+        if let Some((name, k)) = q.excess(read) {
+            return Err(KvError::QuorumUnmet {
+                op: if read { "read" } else { "write" }.into(),
+                needed: need.total,
+                got: 0,
+                primaries: (0, need.primary),
+                durable: (0, need.durable),
+                failures: vec![format!(
+                    "{name}={k} asks for more copies than there are: the bucket has \
+                     n_val=all and {} nodes hold it",
+                    q.n
+                )],
+            });
+        }
+        // Nodes about to own their first partition get a shared bucket's
+        // writes too (uncounted), so such a write is never local only.
+        let also = if shared && !read {
+            placement.joining().to_vec()
+        } else {
+            Vec::new()
+        };
+        let single = need.total <= 1 && need.primary <= 1 && need.durable == 0 && also.is_empty();
         if single && matches!(placement.walk(kr.partition), [only] if *only == self.0.me) {
             // This node is the only one on the ring.
             return Ok(Path::Local);
@@ -154,7 +191,7 @@ impl Router {
             &targets,
             |x| !cluster.is_live(x),
         ));
-        Ok(Path::Replicated(targets, need, spares))
+        Ok(Path::Replicated(targets, need, spares, also))
     }
 
     /// Serve a key request through the replicas, retrying while its
@@ -178,12 +215,12 @@ impl Router {
                         Err(e) => Err(e.into()),
                     }
                 }
-                Ok(Path::Replicated(targets, need, spares)) if read => {
+                Ok(Path::Replicated(targets, need, spares, _)) if read => {
                     let clock = self.0.clock.clone();
                     coordinator::read(&self, kr.clone(), targets, need, &*clock, &spares).await
                 }
-                Ok(Path::Replicated(targets, need, spares)) => {
-                    coordinator::write(&self, kr.clone(), targets, need, &spares).await
+                Ok(Path::Replicated(targets, need, spares, also)) => {
+                    coordinator::write(&self, kr.clone(), targets, need, &spares, &also).await
                 }
                 Err(e) => Err(e),
             };

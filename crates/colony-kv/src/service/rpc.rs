@@ -74,10 +74,10 @@ impl Router {
         if !coordinator::is_replica_request(&req) {
             return None;
         }
-        let ring = self.0.cluster.get().and_then(|c| c.ring());
-        match ring {
+        match self.ring() {
             Some(ring) => {
-                if let Some(e) = coordinator::refusal(&ring, &self.0.me, partition, &req) {
+                let shared = self.0.shared.all();
+                if let Some(e) = coordinator::refusal(&ring, &self.0.me, partition, &req, &shared) {
                     return Some(KvResponse::Failed(e));
                 }
             }

@@ -153,9 +153,20 @@ pub enum KvRequest {
         how: Damage,
     },
     /// This node no longer replicates the partition: remove a bounded part
-    /// of it (`start`: begin a drop; see `PartitionStore::drop_some`).
+    /// of it (`start`: begin a drop; see `PartitionStore::drop_some`),
+    /// leaving the keys of the buckets in `keep` (those it keeps whole,
+    /// `n_val=all`). Sent by this node's handoff only, never between nodes.
     HandoffDrop {
         start: bool,
+        keep: Vec<Bytes>,
+    },
+    /// Like `HandoffRead`, but only the entries of `buckets` (in storage
+    /// order), and no keys are recorded as written: the share of a
+    /// partition every owner keeps, for a node gaining its first partition.
+    HandoffReadBuckets {
+        buckets: Vec<Bytes>,
+        after: Option<Bytes>,
+        max_bytes: usize,
     },
 }
 
@@ -175,6 +186,30 @@ impl KvRequest {
                 | Self::RandomKey { .. }
                 | Self::Size
         ) || self.is_aae()
+    }
+
+    /// Whether it reads or writes only keys of `buckets` (it names them),
+    /// and so is served wherever those are kept, whatever happened to the
+    /// rest of the partition.
+    pub(super) fn only_buckets(&self, buckets: &[Bytes]) -> bool {
+        let kept = |b: &[u8]| buckets.iter().any(|k| k.as_ref() == b);
+        let items_kept = |items: &[HandoffItem]| {
+            items
+                .iter()
+                .all(|i| crate::store::split_data_key(&i.key).is_some_and(|(b, _, _)| kept(b)))
+        };
+        match self {
+            Self::Key { bucket, .. }
+            | Self::Lead { bucket, .. }
+            | Self::Fetch { bucket, .. }
+            | Self::Merge { bucket, .. }
+            | Self::Reap { bucket, .. } => kept(bucket),
+            Self::Flush {
+                bucket: Some(bucket),
+            } => kept(bucket),
+            Self::AaeSync { items } | Self::AaeReap { items } => items_kept(items),
+            _ => false,
+        }
     }
 
     /// Whether an anti-entropy exchange sent it (served by replicas only).

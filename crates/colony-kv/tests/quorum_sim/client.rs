@@ -66,7 +66,7 @@ pub async fn request(
     let r = if kr.op.is_read_only() {
         coordinator::read(&net, kr, targets, need, &*clock, &spares).await
     } else {
-        coordinator::write(&net, kr, targets, need, &spares).await
+        coordinator::write(&net, kr, targets, need, &spares, &[]).await
     };
     (r, need, shown.join(" "))
 }

@@ -224,7 +224,7 @@ impl World {
             return None;
         }
         if remote {
-            if let Some(e) = coordinator::refusal(&self.ring, &node.id, p, &req) {
+            if let Some(e) = coordinator::refusal(&self.ring, &node.id, p, &req, &[]) {
                 return Some(KvResponse::Failed(e));
             }
         }

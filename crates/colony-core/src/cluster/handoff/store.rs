@@ -30,6 +30,24 @@ pub trait PartitionStore: Send + Sync + 'static {
         partition: PartitionId,
         seal: bool,
     ) -> BoxFut<'_, Result<Vec<HandoffItem>, String>>;
+    /// Whether this store keeps data that every owner holds whole ("share
+    /// everything"): a node's first transfer in must then bring it along
+    /// ([`read_shared_chunk`](Self::read_shared_chunk)). None by default.
+    fn shares_data(&self) -> bool {
+        false
+    }
+    /// Like [`read_chunk`](Self::read_chunk), but only the partition's
+    /// entries every owner holds (see [`shares_data`](Self::shares_data)),
+    /// without recording writes: a node gaining its first partition gets
+    /// every partition's share this way. Nothing by default.
+    fn read_shared_chunk(
+        &self,
+        _partition: PartitionId,
+        _after: Option<Bytes>,
+        _max_bytes: usize,
+    ) -> BoxFut<'_, Result<Chunk, String>> {
+        Box::pin(async { Ok((Vec::new(), None)) })
+    }
     /// Record `keys` as written again (their sending failed).
     fn redirty(&self, partition: PartitionId, keys: Vec<Bytes>) -> BoxFut<'_, Result<(), String>>;
     /// Accept writes again (a sealed transfer failed; it will be retried).
