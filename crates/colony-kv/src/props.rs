@@ -254,12 +254,11 @@ impl Resolved {
     /// that exist, with that count: such a request cannot be met, and is
     /// refused before any replica is asked. Only `n_val=all` resolves so.
     pub fn excess(&self, read: bool) -> Option<(&'static str, usize)> {
-        let counts = if read {
-            [("r", self.r), ("pr", self.pr)].to_vec()
-        } else {
-            [("w", self.w), ("pw", self.pw), ("dw", self.dw)].to_vec()
-        };
-        counts.into_iter().find(|(_, c)| *c > self.n)
+        // Checked on every request: no allocation.
+        let reads = [("r", self.r), ("pr", self.pr)];
+        let writes = [("w", self.w), ("pw", self.pw), ("dw", self.dw)];
+        let counts: &[(&'static str, usize)] = if read { &reads } else { &writes };
+        counts.iter().copied().find(|(_, c)| *c > self.n)
     }
 }
 
