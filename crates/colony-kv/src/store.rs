@@ -29,7 +29,7 @@ const FORMAT_KEY: &[u8] = b"format";
 const FORMAT: &[u8] = b"1";
 
 /// The data keyspace's memtable size (fjall's default is 64 MiB): resident
-/// memory after loading 1M 100-byte values is 179 MiB instead of 252. When
+/// memory after loading 1M 100-byte values is 179-203 MiB, not 252. When
 /// fjall drops a memtable it has flushed, it frees every entry while
 /// holding the tree's version lock, and every read and commit of every
 /// vnode waits for it: about 100 ms for 64 MiB on the benchmark VM (seen in
