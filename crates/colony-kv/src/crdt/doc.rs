@@ -208,8 +208,8 @@ impl Doc {
         }
         let dot = self.take_dot(actor);
         let sib = Sibling {
-            value,
-            content_type,
+            value: super::owned(&value),
+            content_type: content_type.as_ref().map(super::owned),
             stamp,
             kept: ctx.is_some(),
         };

@@ -76,12 +76,18 @@ impl FieldMap {
         self.0.values()
     }
 
-    /// Restore the normal form (decoded input is checked against it).
+    /// Restore the normal form (what `is_normal` checks decoded input for).
+    #[cfg(test)]
     pub fn normalize(&mut self) {
         for r in self.0.values_mut() {
             r.normalize();
         }
         self.0.retain(|_, r| !r.is_empty());
+    }
+
+    /// Whether [`normalize`](Self::normalize) would leave it unchanged.
+    pub fn is_normal(&self) -> bool {
+        self.0.values().all(|r| r.is_normal() && !r.is_empty())
     }
 
     pub fn max_stamp(&self) -> Stamp {
@@ -94,5 +100,27 @@ impl FieldMap {
 
     pub fn size(&self) -> usize {
         self.0.iter().map(|(f, r)| f.len() + 4 + r.size()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crdt::version::{Actor, Dot};
+
+    #[test]
+    fn is_normal_is_what_normalize_leaves_alone() {
+        let dot = Dot {
+            actor: Actor(1),
+            counter: 1,
+        };
+        let mut m = FieldMap::default();
+        m.increment(Bytes::from_static(b"f"), dot, 1, 0.0);
+        assert!(m.is_normal());
+        m.0.insert(Bytes::from_static(b"g"), Register::default());
+        assert!(!m.is_normal(), "a field with an empty register");
+        let mut n = m.clone();
+        n.normalize();
+        assert!(n.is_normal() && n != m);
     }
 }

@@ -2,13 +2,14 @@
 //! that put it there; a remove drops the dots it observed, so an add
 //! concurrent with a remove (a dot the remover never saw) survives it.
 
+use super::vecmap::VecSet;
 use super::version::{join_dot_set, Dot, VersionVector};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Never holds a member with no dots, so equal sets have one representation.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct OrSet(BTreeMap<Bytes, BTreeSet<Dot>>);
+pub(crate) struct OrSet(BTreeMap<Bytes, VecSet<Dot>>);
 
 impl OrSet {
     pub fn is_present(&self) -> bool {
@@ -21,7 +22,7 @@ impl OrSet {
 
     /// Add under a fresh dot; the member's observed dots are superseded.
     pub fn add(&mut self, member: Bytes, dot: Dot) {
-        self.0.insert(member, BTreeSet::from([dot]));
+        self.0.insert(member, VecSet::from([dot]));
     }
 
     /// Remove a member: all its dots are local, hence observed.
@@ -38,7 +39,7 @@ impl OrSet {
     }
 
     pub fn merge(&mut self, mine: &VersionVector, other: &OrSet, theirs: &VersionVector) {
-        let empty = BTreeSet::new();
+        let empty = VecSet::default();
         let members: BTreeSet<&Bytes> = self.0.keys().chain(other.0.keys()).collect();
         let mut out = BTreeMap::new();
         for m in members {
@@ -56,12 +57,40 @@ impl OrSet {
         self.0.values().flatten().copied()
     }
 
-    /// Restore the normal form (decoded input is checked against it).
+    /// Restore the normal form (what `is_normal` checks decoded input for).
+    #[cfg(test)]
     pub fn normalize(&mut self) {
         self.0.retain(|_, dots| !dots.is_empty());
     }
 
+    /// Whether [`normalize`](Self::normalize) would leave it unchanged.
+    pub fn is_normal(&self) -> bool {
+        self.0.values().all(|dots| !dots.is_empty())
+    }
+
     pub fn size(&self) -> usize {
         self.0.iter().map(|(m, d)| m.len() + 2 + d.len() * 12).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crdt::version::Actor;
+
+    #[test]
+    fn is_normal_is_what_normalize_leaves_alone() {
+        let dot = Dot {
+            actor: Actor(1),
+            counter: 1,
+        };
+        let mut s = OrSet::default();
+        s.add(Bytes::from_static(b"a"), dot);
+        assert!(s.is_normal());
+        s.0.insert(Bytes::from_static(b"b"), VecSet::default());
+        assert!(!s.is_normal(), "a member without dots");
+        let mut n = s.clone();
+        n.normalize();
+        assert!(n.is_normal() && n != s);
     }
 }

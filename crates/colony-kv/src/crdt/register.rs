@@ -8,12 +8,12 @@
 //! it observed (the reset snapshot) so that only unobserved increments
 //! survive it.
 
+use super::vecmap::VecMap;
 use super::version::{join_dotted, Actor, Dot, VersionVector};
 use super::Stamp;
 use crate::apply::{format_f64, parse_f64, parse_i64};
 use bytes::Bytes;
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 
 /// One written value.
 #[derive(
@@ -60,21 +60,21 @@ impl Count {
 }
 
 /// Merge two per-actor count maps, keeping the greater `seq` per actor.
-fn join_counts(a: &mut BTreeMap<Actor, Count>, b: &BTreeMap<Actor, Count>) {
-    for (actor, cb) in b {
-        let e = a.entry(*actor).or_insert(*cb);
+fn join_counts(a: &mut VecMap<Actor, Count>, b: &VecMap<Actor, Count>) {
+    for (actor, cb) in b.iter() {
+        let e = a.get_or_insert_with(*actor, || *cb);
         *e = e.later(*cb);
     }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Register {
-    siblings: BTreeMap<Dot, Sibling>,
+    siblings: VecMap<Dot, Sibling>,
     /// Increments not covered by `reset` (normalized: seq > reset's seq).
-    counts: BTreeMap<Actor, Count>,
+    counts: VecMap<Actor, Count>,
     /// Totals observed by the last writes and deletes: a tombstone that
     /// stops observed increments from coming back in a merge.
-    reset: BTreeMap<Actor, Count>,
+    reset: VecMap<Actor, Count>,
 }
 
 impl Register {
@@ -134,7 +134,7 @@ impl Register {
     /// whenever the true value fits in an i64, and never panics otherwise.
     fn counted(&self, base: Base) -> Bytes {
         let (mut int, mut float, mut floaty) = (0i64, 0.0f64, false);
-        for (actor, c) in &self.counts {
+        for (actor, c) in self.counts.iter() {
             let r = self.reset.get(actor).copied().unwrap_or_default();
             int = int.wrapping_add(c.int.wrapping_sub(r.int));
             let df = c.float - r.float;
@@ -167,7 +167,7 @@ impl Register {
             .collect();
         for a in seen {
             if let Some(c) = self.counts.remove(&a) {
-                join_counts(&mut self.reset, &BTreeMap::from([(a, c)]));
+                join_counts(&mut self.reset, &VecMap::from([(a, c)]));
             }
         }
     }
@@ -203,9 +203,16 @@ impl Register {
             .retain(|a, c| reset.get(a).is_none_or(|r| c.seq > r.seq));
     }
 
+    /// Whether [`normalize`](Self::normalize) would leave it unchanged.
+    pub fn is_normal(&self) -> bool {
+        self.counts
+            .iter()
+            .all(|(a, c)| self.reset.get(a).is_none_or(|r| c.seq > r.seq))
+    }
+
     /// Every dot the register holds, counts included (for validation).
     pub fn dots(&self) -> impl Iterator<Item = Dot> + '_ {
-        let counts = self.counts.iter().chain(&self.reset);
+        let counts = self.counts.iter().chain(self.reset.iter());
         let counts = counts.map(|(a, c)| Dot {
             actor: *a,
             counter: c.seq,
@@ -243,5 +250,38 @@ impl Base {
         parse_i64(b)
             .map(Base::Int)
             .or_else(|| parse_f64(b).map(Base::Float))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_normal_is_what_normalize_leaves_alone() {
+        let a = Actor(7);
+        let mut r = Register::default();
+        r.increment(
+            Dot {
+                actor: a,
+                counter: 2,
+            },
+            5,
+            0.0,
+        );
+        assert!(r.is_normal());
+        // A reset snapshot that covers the count: normalize drops the count.
+        r.reset.insert(
+            a,
+            Count {
+                seq: 2,
+                int: 5,
+                float: 0.0,
+            },
+        );
+        assert!(!r.is_normal());
+        let mut n = r.clone();
+        n.normalize();
+        assert!(n.is_normal() && n != r);
     }
 }

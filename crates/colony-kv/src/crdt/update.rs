@@ -110,8 +110,8 @@ impl Doc {
     fn write_str(&mut self, value: Bytes, content_type: Option<Bytes>, actor: Actor, stamp: Stamp) {
         let dot = self.take_dot(actor);
         let sib = Sibling {
-            value,
-            content_type,
+            value: super::owned(&value),
+            content_type: content_type.as_ref().map(super::owned),
             stamp,
             kept: false,
         };
@@ -153,7 +153,9 @@ impl Doc {
             return self.diff_hash(None, after, actor, stamp);
         };
         let dot = self.take_dot(actor);
-        self.hash.body.increment(field.clone(), dot, int, float);
+        self.hash
+            .body
+            .increment(super::owned(&field), dot, int, float);
         if self.hash.body.field_view(&field).as_ref() != Some(expect) {
             self.write_field(field, expect.clone(), actor, stamp);
         }
@@ -162,12 +164,14 @@ impl Doc {
     fn write_field(&mut self, field: Bytes, value: Bytes, actor: Actor, stamp: Stamp) {
         let dot = self.take_dot(actor);
         let sib = Sibling {
-            value,
+            value: super::owned(&value),
             content_type: None,
             stamp,
             kept: false,
         };
-        self.hash.body.write(&self.ctx, field, dot, sib);
+        self.hash
+            .body
+            .write(&self.ctx, super::owned(&field), dot, sib);
     }
 
     fn diff_hash(
@@ -200,7 +204,7 @@ impl Doc {
         };
         for m in after.difference(before) {
             let dot = self.take_dot(actor);
-            self.set.body.add(m.clone(), dot);
+            self.set.body.add(super::owned(m), dot);
         }
         for m in before.difference(after) {
             self.set.body.remove(m);

@@ -5,9 +5,9 @@
 //! `n` already contains all of that actor's earlier writes, so "seen up to
 //! `n` from each actor" is an exact causal context: no dot cloud is needed.
 
+use super::vecmap::{VecMap, VecSet};
 use crate::KvError;
 use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet};
 
 /// One vnode incarnation. A vnode picks a fresh random actor at each start
 /// and after it drops data, so a dot is never issued twice.
@@ -28,7 +28,7 @@ pub struct Dot {
 /// Per actor, the highest counter observed. Never holds a zero entry, so
 /// equal contexts have equal representations (and encodings).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct VersionVector(BTreeMap<Actor, u64>);
+pub struct VersionVector(VecMap<Actor, u64>);
 
 impl VersionVector {
     pub fn new() -> Self {
@@ -56,13 +56,13 @@ impl VersionVector {
         if dot.counter == 0 {
             return;
         }
-        let e = self.0.entry(dot.actor).or_insert(0);
+        let e = self.0.get_or_insert_with(dot.actor, || 0);
         *e = (*e).max(dot.counter);
     }
 
     /// Pointwise maximum.
     pub fn merge(&mut self, other: &VersionVector) {
-        for (&actor, &counter) in &other.0 {
+        for (&actor, &counter) in other.0.iter() {
             self.add(Dot { actor, counter });
         }
     }
@@ -104,13 +104,13 @@ impl VersionVector {
 /// values under one dot, which only legacy conversions can produce, the
 /// greater value wins so that the join stays commutative.
 pub(crate) fn join_dotted<V: Clone + Ord>(
-    a: &BTreeMap<Dot, V>,
+    a: &VecMap<Dot, V>,
     ca: &VersionVector,
-    b: &BTreeMap<Dot, V>,
+    b: &VecMap<Dot, V>,
     cb: &VersionVector,
-) -> BTreeMap<Dot, V> {
-    let mut out = BTreeMap::new();
-    for (dot, va) in a {
+) -> VecMap<Dot, V> {
+    let mut out = VecMap::new();
+    for (dot, va) in a.iter() {
         match b.get(dot) {
             Some(vb) => {
                 out.insert(*dot, va.max(vb).clone());
@@ -121,7 +121,7 @@ pub(crate) fn join_dotted<V: Clone + Ord>(
             None => {}
         }
     }
-    for (dot, vb) in b {
+    for (dot, vb) in b.iter() {
         if !a.contains_key(dot) && !ca.contains(*dot) {
             out.insert(*dot, vb.clone());
         }
@@ -131,11 +131,11 @@ pub(crate) fn join_dotted<V: Clone + Ord>(
 
 /// [`join_dotted`] for bare dot sets (the dots of one set member).
 pub(crate) fn join_dot_set(
-    a: &BTreeSet<Dot>,
+    a: &VecSet<Dot>,
     ca: &VersionVector,
-    b: &BTreeSet<Dot>,
+    b: &VecSet<Dot>,
     cb: &VersionVector,
-) -> BTreeSet<Dot> {
+) -> VecSet<Dot> {
     let keep_a = a.iter().filter(|d| b.contains(d) || !cb.contains(**d));
     let keep_b = b.iter().filter(|d| !a.contains(d) && !ca.contains(**d));
     keep_a.chain(keep_b).copied().collect()
