@@ -10,6 +10,9 @@
 #   MEM_KEYS=1000000 distinct keys loaded for the memory rows
 #   SKIP_COLONY=1    measure Redis only (Colony is neither built nor started)
 #   COLONY_BIN=path  use this colony binary instead of building one
+#   COLONY_ARGS=""   extra flags for the Colony node
+#   ALT_ARGS=""      if set, a second Colony node with these extra flags is
+#                    measured too, in its own column (ALT_ARGS="--threads 1")
 #   SKIP_MEMORY=1    skip the memory rows
 #   BENCH_TIMEOUT=900  seconds any single benchmark command may take
 #
@@ -61,14 +64,32 @@ if [ "$SKIP_COLONY" != 1 ]; then
     HTTP_PORT=$(free_port)
     CLUSTER_PORT=$(free_port)
     mkdir -p "$WORK/colony"
+    read -r -a COLONY_EXTRA <<<"${COLONY_ARGS:-}"
     "$COLONY_BIN" start --data-dir "$WORK/colony" \
         --resp "$HOST:$COLONY_PORT" --http "$HOST:$HTTP_PORT" \
-        --cluster "$HOST:$CLUSTER_PORT" --fsync periodic \
+        --cluster "$HOST:$CLUSTER_PORT" --fsync periodic "${COLONY_EXTRA[@]}" \
         >"$WORK/colony.log" 2>&1 &
     COLONY_PID=$!
     PIDS+=("$COLONY_PID")
     wait_ready colony "$COLONY_PORT" "$COLONY_PID"
-    log "colony on $HOST:$COLONY_PORT (pid $COLONY_PID)"
+    log "colony ${COLONY_ARGS:-} on $HOST:$COLONY_PORT (pid $COLONY_PID)"
+fi
+
+ALT_PORT=""
+if [ "$SKIP_COLONY" != 1 ] && [ -n "${ALT_ARGS:-}" ]; then
+    ALT_PORT=$(free_port)
+    ALT_HTTP=$(free_port)
+    ALT_CLUSTER=$(free_port)
+    mkdir -p "$WORK/colony-alt"
+    read -r -a ALT_EXTRA <<<"$ALT_ARGS"
+    "$COLONY_BIN" start --data-dir "$WORK/colony-alt" \
+        --resp "$HOST:$ALT_PORT" --http "$HOST:$ALT_HTTP" \
+        --cluster "$HOST:$ALT_CLUSTER" --fsync periodic "${ALT_EXTRA[@]}" \
+        >"$WORK/colony-alt.log" 2>&1 &
+    ALT_PID=$!
+    PIDS+=("$ALT_PID")
+    wait_ready colony-alt "$ALT_PORT" "$ALT_PID"
+    log "colony $ALT_ARGS on $HOST:$ALT_PORT (pid $ALT_PID)"
 fi
 
 # run_benchmarks NAME PORT: appends "name pipeline TEST rps" lines to $WORK/rps.
@@ -89,6 +110,9 @@ run_benchmarks() {
 run_benchmarks redis "$REDIS_PORT"
 if [ -n "$COLONY_PID" ]; then
     run_benchmarks colony "$COLONY_PORT"
+fi
+if [ -n "$ALT_PORT" ]; then
+    run_benchmarks alt "$ALT_PORT"
 fi
 
 # measure_memory NAME PORT PID: loads MEM_KEYS distinct keys, prints "rss_kib dbsize".
@@ -112,7 +136,7 @@ if [ "$SKIP_MEMORY" != 1 ]; then
 fi
 
 # The table: medians per (command, pipeline), then memory.
-awk -v runs="$RUNS" -v n="$N" -v clients="$CLIENTS" \
+awk -v runs="$RUNS" -v n="$N" -v clients="$CLIENTS" -v alt="${ALT_PORT:+${ALT_ARGS:-}}" \
     -v rmem="$REDIS_MEM" -v cmem="$COLONY_MEM" -v keys="$MEM_KEYS" '
 function median(key,   i, j, k, t, a) {
     k = cnt[key]
@@ -130,12 +154,22 @@ function ratio(c, r) { return (c == "" || r == "" || r == 0) ? "n/a" : sprintf("
 }
 END {
     printf "redis-benchmark, -n %d -c %d, median of %d run(s)\n\n", n, clients, runs
-    print "| command | pipeline | Redis ops/s | Colony ops/s | Colony / Redis |"
-    print "|---|---|---|---|---|"
+    if (alt == "") {
+        print "| command | pipeline | Redis ops/s | Colony ops/s | Colony / Redis |"
+        print "|---|---|---|---|---|"
+    } else {
+        printf "| command | pipeline | Redis ops/s | Colony ops/s | Colony / Redis | Colony `%s` ops/s | its / Redis |\n", alt
+        print "|---|---|---|---|---|---|---|"
+    }
     for (i = 1; i <= rows; i++) {
         split(order[i], f, SUBSEP)
         r = median("redis" SUBSEP order[i]); c = median("colony" SUBSEP order[i])
-        printf "| %s | %s | %s | %s | %s |\n", f[2], f[1], fmt(r), fmt(c), ratio(c, r)
+        printf "| %s | %s | %s | %s | %s |", f[2], f[1], fmt(r), fmt(c), ratio(c, r)
+        if (alt != "") {
+            a = median("alt" SUBSEP order[i])
+            printf " %s | %s |", fmt(a), ratio(a, r)
+        }
+        printf "\n"
     }
     if (rmem != "") {
         split(rmem, rm, " "); split(cmem, cm, " ")

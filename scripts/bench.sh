@@ -36,6 +36,7 @@
 #                         markers of its "Latest generated run" section
 #   RESULTS_DIR           if set, raw colony-bench JSON and server logs are copied here
 #   COLONY_BIN, BENCH_BIN use these binaries; the build is skipped for each one given
+#   COLONY_ARGS           extra flags for every Colony node (e.g. "--threads 1")
 #
 # Every server binds 127.0.0.1 on a free port, lives in a temporary directory
 # and is stopped on exit. Every load loop is bounded by a count and a time.
@@ -44,7 +45,7 @@ set -euo pipefail
 
 SETTINGS="N RUNS CLIENTS KEYSPACE DURATION PIPELINES WORKLOADS TARGETS MEM_KEYS
 MEM_DURATION STARTUP_RUNS RECOVERY_RUNS HALF_WORKLOAD HALF_SECONDS SKIP_MEMORY OUT RESULTS_DIR
-COLONY_BIN BENCH_BIN UPDATE_BENCHMARKS"
+COLONY_BIN BENCH_BIN COLONY_ARGS UPDATE_BENCHMARKS"
 COMMAND=""
 for v in $SETTINGS; do
     if [ -n "${!v+x}" ]; then COMMAND+="$v=$(printf %q "${!v}") "; fi

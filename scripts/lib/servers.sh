@@ -84,6 +84,10 @@ colony_cmd() {
     COLONY_HTTP=$HOST:$http COLONY_CLUSTER=$HOST:$cluster
     CMD=("$COLONY_BIN" start --data-dir "$dir" --resp "$HOST:$COLONY_PORT"
         --http "$COLONY_HTTP" --cluster "$COLONY_CLUSTER" --fsync "$COLONY_FSYNC")
+    # Extra flags for every Colony node (COLONY_ARGS="--threads 1", say).
+    local extra
+    read -r -a extra <<<"${COLONY_ARGS:-}"
+    CMD+=("${extra[@]}")
 }
 
 # start_redis NAME: a standalone Redis; sets REDIS_PORT, REDIS_PID.

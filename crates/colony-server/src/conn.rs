@@ -127,6 +127,9 @@ async fn run_batch(
     let mut commands = 0u64;
     let mut result = (false, 1);
     let mut gathering = false;
+    // One clock read for the batch: its commands arrived together, and a
+    // command's latency counts from then (a barrier's wait included).
+    let started = Instant::now();
     for _ in 0..MAX_BATCH {
         let args = match resp::parse_command(rbuf, limits) {
             Ok(Parsed::Command(args)) if args.is_empty() => continue,
@@ -153,7 +156,6 @@ async fn run_batch(
             gathering = true;
         }
         commands += 1;
-        let started = Instant::now();
         let (index, outcome) = cmd::dispatch(node, sess, args);
         let proto = sess.proto;
         let (fut, barrier) = match outcome {
@@ -170,7 +172,7 @@ async fn run_batch(
             }
             Outcome::Close(r) => {
                 drain(node, &sess.pipeline, &mut queue, wbuf).await;
-                finish(node, index, started, proto, r, wbuf);
+                finish(node, index, started.elapsed(), proto, r, wbuf);
                 result = (true, 1);
                 break;
             }
@@ -217,9 +219,29 @@ async fn drain(
         running.push_back(f.fut);
     }
     let mut meta = meta.into_iter();
-    while let Some(result) = running.next().await {
+    // The clock is read once per wake-up, not per reply: the replies that
+    // are ready together finished together.
+    let mut now: Option<Instant> = None;
+    loop {
+        let next = std::future::poll_fn(|cx| {
+            let polled = running.poll_next_unpin(cx);
+            if polled.is_pending() {
+                now = None;
+            }
+            polled
+        })
+        .await;
+        let Some(result) = next else { break };
+        let now = *now.get_or_insert_with(Instant::now);
         if let Some((index, started, proto)) = meta.next() {
-            finish(node, index, started, proto, result, wbuf);
+            finish(
+                node,
+                index,
+                now.saturating_duration_since(started),
+                proto,
+                result,
+                wbuf,
+            );
         }
     }
 }
@@ -227,13 +249,13 @@ async fn drain(
 fn finish(
     node: &NodeState,
     index: Option<usize>,
-    started: Instant,
+    took: std::time::Duration,
     proto: Protocol,
     result: CmdResult,
     wbuf: &mut BytesMut,
 ) {
     node.command_metrics
-        .record(index, started.elapsed().as_secs_f64(), result.is_err());
+        .record(index, took.as_secs_f64(), result.is_err());
     match result {
         Ok(reply) => resp::encode(wbuf, &reply, proto),
         Err(msg) => resp::encode_error(wbuf, &msg),
