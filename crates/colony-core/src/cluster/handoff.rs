@@ -164,6 +164,31 @@ fn progress(inner: &impl HandoffHost, partition: PartitionId, keys: u64, bytes: 
     }
 }
 
+/// Stream each of `ranges` whole to the node it goes to.
+async fn stream_whole<H: HandoffHost>(
+    inner: &H,
+    store: &dyn PartitionStore,
+    vnode: PartitionId,
+    ranges: &[(PartitionId, NodeId)],
+    base: &str,
+    still_planned: &(dyn Fn() -> bool + Sync),
+) -> Result<(), Outcome> {
+    for (range, dest) in ranges {
+        stream_range(
+            inner,
+            store,
+            vnode,
+            *range,
+            dest,
+            base,
+            Part::Whole,
+            still_planned,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 async fn transfer<H: HandoffHost>(
     inner: &H,
     store: &dyn PartitionStore,
@@ -197,19 +222,7 @@ async fn transfer<H: HandoffHost>(
         t.keys_total = keys_total;
     }
     set_phase(inner, vnode, "streaming");
-    for (range, dest) in &ranges {
-        stream_range(
-            inner,
-            store,
-            vnode,
-            *range,
-            dest,
-            &base,
-            Part::Whole,
-            &still_planned,
-        )
-        .await?;
-    }
+    stream_whole(inner, store, vnode, &ranges, &base, &still_planned).await?;
     // A node that owns nothing yet starts keeping the data every owner
     // shares with its first partition, so that transfer brings every other
     // partition's share too. Of several transfers to it, the one of the
@@ -283,19 +296,7 @@ async fn transfer<H: HandoffHost>(
         if extra.is_empty() {
             break;
         }
-        for (range, dest) in &extra {
-            stream_range(
-                inner,
-                store,
-                vnode,
-                *range,
-                dest,
-                &base,
-                Part::Whole,
-                &still_planned,
-            )
-            .await?;
-        }
+        stream_whole(inner, store, vnode, &extra, &base, &still_planned).await?;
         ranges.extend(extra);
         touched.clone_from(&partitions_of(&ranges));
     }

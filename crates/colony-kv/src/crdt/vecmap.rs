@@ -3,8 +3,8 @@
 //! A key's state holds several tiny maps: its context (one entry per actor
 //! that wrote it), a register's siblings (usually one), its counts, and a
 //! set member's dots (usually one). As `BTreeMap`s each costs a node of
-//! eleven slots, a few hundred bytes for one entry, and a decoded string
-//! took about 3 KiB; as a sorted vector it costs its entries. Lookups are
+//! eleven slots, a few hundred bytes for one entry (a string's siblings
+//! alone took over a KiB); as a sorted vector it costs its entries. Lookups are
 //! binary searches and inserts shift, which is the right trade for the few
 //! entries these maps hold. Large collections (a hash's fields, a set's
 //! members) stay in `BTreeMap`s.

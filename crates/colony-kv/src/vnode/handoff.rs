@@ -127,27 +127,43 @@ impl KvVnode {
                 Some(a) if prefix.as_slice() < a.as_ref() => continue,
                 _ => Bound::Included(prefix.clone()),
             };
-            for item in self
-                .store
-                .data()
-                .range::<Vec<u8>, _>((lower, Bound::Unbounded))
-            {
-                let (k, v) = item.into_inner()?;
-                if !k.starts_with(&prefix) {
-                    break;
-                }
-                if size >= max_bytes {
-                    let next = items.last().map(|i: &HandoffItem| i.key.clone());
-                    return Ok(KvResponse::Items { items, next });
-                }
-                size += k.len() + v.len();
-                items.push(HandoffItem {
-                    key: Bytes::copy_from_slice(&k),
-                    value: Some(Bytes::copy_from_slice(&v)),
-                });
+            if self.read_prefix(lower, &prefix, &mut items, &mut size, max_bytes)? {
+                return Ok(full_chunk(items));
             }
         }
         Ok(KvResponse::Items { items, next: None })
+    }
+
+    /// Append the stored entries from `lower` on whose keys start with
+    /// `prefix` to `items`, counting their bytes in `size`, until it holds
+    /// `max_bytes`. Returns whether it stopped there with entries left.
+    fn read_prefix(
+        &self,
+        lower: Bound<Vec<u8>>,
+        prefix: &[u8],
+        items: &mut Vec<HandoffItem>,
+        size: &mut usize,
+        max_bytes: usize,
+    ) -> Result<bool, KvError> {
+        for item in self
+            .store
+            .data()
+            .range::<Vec<u8>, _>((lower, Bound::Unbounded))
+        {
+            let (k, v) = item.into_inner()?;
+            if !k.starts_with(prefix) {
+                return Ok(false);
+            }
+            if *size >= max_bytes {
+                return Ok(true);
+            }
+            *size += k.len() + v.len();
+            items.push(HandoffItem {
+                key: Bytes::copy_from_slice(&k),
+                value: Some(Bytes::copy_from_slice(&v)),
+            });
+        }
+        Ok(false)
     }
 
     /// What handoff makes of a client request before it is served: a
@@ -220,24 +236,8 @@ impl KvVnode {
         };
         let mut items = Vec::new();
         let mut size = 0;
-        for item in self
-            .store
-            .data()
-            .range::<Vec<u8>, _>((lower, Bound::Unbounded))
-        {
-            let (k, v) = item.into_inner()?;
-            if !k.starts_with(&prefix) {
-                return Ok(KvResponse::Items { items, next: None });
-            }
-            if size >= max_bytes {
-                let next = items.last().map(|i: &HandoffItem| i.key.clone());
-                return Ok(KvResponse::Items { items, next });
-            }
-            size += k.len() + v.len();
-            items.push(HandoffItem {
-                key: Bytes::copy_from_slice(&k),
-                value: Some(Bytes::copy_from_slice(&v)),
-            });
+        if self.read_prefix(lower, &prefix, &mut items, &mut size, max_bytes)? {
+            return Ok(full_chunk(items));
         }
         Ok(KvResponse::Items { items, next: None })
     }
@@ -443,4 +443,10 @@ impl KvVnode {
         self.counts
             .account(&Bytes::copy_from_slice(bucket), Some(at), None);
     }
+}
+
+/// A chunk that filled up: the next one resumes after its last key.
+fn full_chunk(items: Vec<HandoffItem>) -> KvResponse {
+    let next = items.last().map(|i| i.key.clone());
+    KvResponse::Items { items, next }
 }
