@@ -52,44 +52,38 @@ PIDS+=("$REDIS_PID")
 wait_ready redis "$REDIS_PORT" "$REDIS_PID"
 log "redis $(redis-server --version | awk '{sub(/^v=/, "", $3); print $3}') on $HOST:$REDIS_PORT (pid $REDIS_PID)"
 
-COLONY_PORT=""
-COLONY_PID=""
+# start_node NAME EXTRA_FLAGS: a Colony node in $WORK/NAME with the extra
+# flags (one string, split on spaces); sets NODE_PORT and NODE_PID.
+start_node() {
+    local name=$1 extra http cluster
+    read -r -a extra <<<"$2"
+    NODE_PORT=$(free_port)
+    http=$(free_port)
+    cluster=$(free_port)
+    mkdir -p "$WORK/$name"
+    "$COLONY_BIN" start --data-dir "$WORK/$name" \
+        --resp "$HOST:$NODE_PORT" --http "$HOST:$http" \
+        --cluster "$HOST:$cluster" --fsync periodic "${extra[@]}" \
+        >"$WORK/$name.log" 2>&1 &
+    NODE_PID=$!
+    PIDS+=("$NODE_PID")
+    wait_ready "$name" "$NODE_PORT" "$NODE_PID"
+    log "$name ${2:-} on $HOST:$NODE_PORT (pid $NODE_PID)"
+}
+
+COLONY_PORT="" COLONY_PID="" ALT_PORT=""
 if [ "$SKIP_COLONY" != 1 ]; then
     if [ -z "${COLONY_BIN:-}" ]; then
         log "building colony"
         (cd "$ROOT" && cargo build --release -q -p colony-server)
         COLONY_BIN=$TARGET_DIR/release/colony
     fi
-    COLONY_PORT=$(free_port)
-    HTTP_PORT=$(free_port)
-    CLUSTER_PORT=$(free_port)
-    mkdir -p "$WORK/colony"
-    read -r -a COLONY_EXTRA <<<"${COLONY_ARGS:-}"
-    "$COLONY_BIN" start --data-dir "$WORK/colony" \
-        --resp "$HOST:$COLONY_PORT" --http "$HOST:$HTTP_PORT" \
-        --cluster "$HOST:$CLUSTER_PORT" --fsync periodic "${COLONY_EXTRA[@]}" \
-        >"$WORK/colony.log" 2>&1 &
-    COLONY_PID=$!
-    PIDS+=("$COLONY_PID")
-    wait_ready colony "$COLONY_PORT" "$COLONY_PID"
-    log "colony ${COLONY_ARGS:-} on $HOST:$COLONY_PORT (pid $COLONY_PID)"
-fi
-
-ALT_PORT=""
-if [ "$SKIP_COLONY" != 1 ] && [ -n "${ALT_ARGS:-}" ]; then
-    ALT_PORT=$(free_port)
-    ALT_HTTP=$(free_port)
-    ALT_CLUSTER=$(free_port)
-    mkdir -p "$WORK/colony-alt"
-    read -r -a ALT_EXTRA <<<"$ALT_ARGS"
-    "$COLONY_BIN" start --data-dir "$WORK/colony-alt" \
-        --resp "$HOST:$ALT_PORT" --http "$HOST:$ALT_HTTP" \
-        --cluster "$HOST:$ALT_CLUSTER" --fsync periodic "${ALT_EXTRA[@]}" \
-        >"$WORK/colony-alt.log" 2>&1 &
-    ALT_PID=$!
-    PIDS+=("$ALT_PID")
-    wait_ready colony-alt "$ALT_PORT" "$ALT_PID"
-    log "colony $ALT_ARGS on $HOST:$ALT_PORT (pid $ALT_PID)"
+    start_node colony "${COLONY_ARGS:-}"
+    COLONY_PORT=$NODE_PORT COLONY_PID=$NODE_PID
+    if [ -n "${ALT_ARGS:-}" ]; then
+        start_node colony-alt "$ALT_ARGS"
+        ALT_PORT=$NODE_PORT
+    fi
 fi
 
 # run_benchmarks NAME PORT: appends "name pipeline TEST rps" lines to $WORK/rps.
