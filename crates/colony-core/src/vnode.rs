@@ -192,7 +192,6 @@ impl<V: Vnode> VnodeHandle<V> {
             Ok(()) => Ok(ReplyFuture {
                 partition,
                 state: Waiting::Mailbox(rx),
-                flushing: None,
             }),
             Err((_, e)) => Err(e),
         }
@@ -292,10 +291,9 @@ impl<V: Vnode> VnodeHandle<V> {
             (reply, vnode.barrier())
         }));
         match handled {
-            Ok(reply) => Ok(Ok(ReplyFuture {
+            Ok((reply, barrier)) => Ok(Ok(ReplyFuture {
                 partition,
-                state: Waiting::Ready(Some(reply)),
-                flushing: None,
+                state: Waiting::Ready(reply, barrier),
             })),
             Err(_) => {
                 self.crashed_inline(guard);
@@ -333,7 +331,6 @@ impl<V: Vnode> VnodeBatch<V> {
         ReplyFuture {
             partition: self.handle.partition,
             state: Waiting::Mailbox(rx),
-            flushing: None,
         }
     }
 
@@ -379,14 +376,19 @@ impl<V: Vnode> Drop for VnodeBatch<V> {
 pub struct ReplyFuture<R> {
     partition: PartitionId,
     state: Waiting<R>,
-    flushing: Option<(Option<R>, Flushing)>,
 }
 
 type Flushing = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 
+// One enum, so the future (moved several times on its way to the caller)
+// holds the reply once.
 enum Waiting<R> {
-    Ready(Option<(R, Option<Barrier>)>),
+    /// Handled inline: the reply, and the flush it waits for.
+    Ready(R, Option<Barrier>),
     Mailbox(oneshot::Receiver<Answer<R>>),
+    /// Answered; waiting for the group flush.
+    Flushing(R, Flushing),
+    Done,
 }
 
 // The reply is never pinned in place: it is moved out whole.
@@ -400,32 +402,39 @@ impl<R> std::future::Future for ReplyFuture<R> {
     ) -> std::task::Poll<Self::Output> {
         use std::task::Poll;
         let partition = self.partition;
-        if let Some((reply, flushing)) = &mut self.flushing {
-            return match flushing.as_mut().poll(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Ok(())) => {
-                    Poll::Ready(reply.take().ok_or(CoreError::VnodeCrashed { partition }))
+        let (reply, barrier) = match std::mem::replace(&mut self.state, Waiting::Done) {
+            Waiting::Ready(reply, barrier) => (reply, barrier),
+            Waiting::Mailbox(mut rx) => match std::pin::Pin::new(&mut rx).poll(cx) {
+                Poll::Pending => {
+                    self.state = Waiting::Mailbox(rx);
+                    return Poll::Pending;
                 }
-                Poll::Ready(Err(reason)) => {
-                    Poll::Ready(Err(CoreError::NotDurable { partition, reason }))
+                Poll::Ready(Ok(Ok(answer))) => answer,
+                Poll::Ready(Ok(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(Err(_)) => {
+                    return Poll::Ready(Err(CoreError::VnodeCrashed { partition }))
                 }
-            };
-        }
-        let answer = match &mut self.state {
-            Waiting::Ready(r) => r.take().ok_or(CoreError::VnodeCrashed { partition }),
-            Waiting::Mailbox(rx) => match std::pin::Pin::new(rx).poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(answer)) => answer,
-                Poll::Ready(Err(_)) => Err(CoreError::VnodeCrashed { partition }),
             },
+            Waiting::Flushing(reply, mut flushing) => {
+                return match flushing.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        self.state = Waiting::Flushing(reply, flushing);
+                        Poll::Pending
+                    }
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(reply)),
+                    Poll::Ready(Err(reason)) => {
+                        Poll::Ready(Err(CoreError::NotDurable { partition, reason }))
+                    }
+                };
+            }
+            Waiting::Done => return Poll::Ready(Err(CoreError::VnodeCrashed { partition })),
         };
-        match answer {
-            Ok((reply, Some(barrier))) if !barrier.passed() => {
-                self.flushing = Some((Some(reply), barrier.wait()));
+        match barrier {
+            Some(barrier) if !barrier.passed() => {
+                self.state = Waiting::Flushing(reply, barrier.wait());
                 self.poll(cx)
             }
-            Ok((reply, _)) => Poll::Ready(Ok(reply)),
-            Err(e) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(reply)),
         }
     }
 }

@@ -284,14 +284,14 @@ impl Tally {
 
     /// The error for an unmet quorum, with the evidence.
     pub fn unmet(&self, op: &'static str) -> crate::KvError {
-        crate::KvError::QuorumUnmet {
+        crate::KvError::QuorumUnmet(Box::new(crate::error::Unmet {
             op: op.into(),
             needed: self.need.total,
             got: self.ok,
             primaries: (self.ok_primary, self.need.primary),
             durable: (self.ok_durable, self.need.durable),
             failures: self.failures.clone(),
-        }
+        }))
     }
 
     pub fn answered(&self) -> usize {

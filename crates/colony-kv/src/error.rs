@@ -53,19 +53,26 @@ pub enum KvError {
     #[error("the key has {count} concurrent values (siblings), more than the limit of {max}; read it and write back one value with the context the read returned")]
     TooManySiblings { count: usize, max: usize },
     /// Too few replicas answered a read or write in time.
-    #[error("quorum not met for {op}: {got} of {needed} replicas answered ({} of {} primaries, {} of {} durable){}", primaries.0, primaries.1, durable.0, durable.1, failure_list(failures))]
-    QuorumUnmet {
-        op: String,
-        needed: usize,
-        got: usize,
-        /// (answered, needed) among primaries (pr/pw).
-        primaries: (usize, usize),
-        /// (answered, needed) durable copies (dw).
-        durable: (usize, usize),
-        failures: Vec<String>,
-    },
+    /// (Boxed: errors travel inside every reply type, which should stay
+    /// small; it serializes as its fields did inline.)
+    #[error("{0}")]
+    QuorumUnmet(Box<Unmet>),
     #[error(transparent)]
     Core(#[from] CoreError),
+}
+
+/// The evidence of an unmet quorum.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[error("quorum not met for {op}: {got} of {needed} replicas answered ({} of {} primaries, {} of {} durable){}", primaries.0, primaries.1, durable.0, durable.1, failure_list(failures))]
+pub struct Unmet {
+    pub op: String,
+    pub needed: usize,
+    pub got: usize,
+    /// (answered, needed) among primaries (pr/pw).
+    pub primaries: (usize, usize),
+    /// (answered, needed) durable copies (dw).
+    pub durable: (usize, usize),
+    pub failures: Vec<String>,
 }
 
 fn failure_list(failures: &[String]) -> String {
@@ -84,7 +91,7 @@ impl KvError {
             | Self::TryAgain(_)
             | Self::Unavailable(_)
             | Self::NotOwner(_)
-            | Self::QuorumUnmet { .. } => true,
+            | Self::QuorumUnmet(_) => true,
             _ => false,
         }
     }

@@ -87,6 +87,7 @@ impl KvService {
             .object(bucket, from.clone(), KeyOp::Take)
             .await?
             .ok_or(KvError::NoSuchKey)?;
+        let object = Box::new(object);
         let put = KeyOp::Put {
             object: object.clone(),
             nx,
@@ -172,7 +173,7 @@ impl KvService {
     ) -> Result<Reply, KvError> {
         let result = self.set_algebra(bucket, op, keys).await?;
         let n = result.len() as i64;
-        let object = (!result.is_empty()).then(|| Object::new(Value::Set(result)));
+        let object = (!result.is_empty()).then(|| Box::new(Object::new(Value::Set(result))));
         self.call_ok(bucket, dst, KeyOp::Replace(object)).await?;
         Ok(Reply::Int(n))
     }

@@ -67,11 +67,11 @@ pub enum KeyOp {
     Take,
     /// Store a whole object; with `nx`, only if the key is absent.
     Put {
-        object: Object,
+        object: Box<Object>,
         nx: bool,
     },
     /// Replace whatever is there (None deletes).
-    Replace(Option<Object>),
+    Replace(Option<Box<Object>>),
 
     // Strings.
     Get,
@@ -145,17 +145,29 @@ pub enum KeyOp {
     /// context from an earlier read) covers; without `ctx`, every sibling
     /// the leader holds. `prior` is the state the coordinator read first,
     /// merged in before the write so that everything the client saw counts.
-    PutCtx {
-        value: Bytes,
-        content_type: Option<Bytes>,
-        ctx: Option<Bytes>,
-        prior: Option<Bytes>,
-    },
+    PutCtx(Box<CtxPut>),
     /// Delete what `ctx` covers (everything observed without it).
-    DelCtx {
-        ctx: Option<Bytes>,
-        prior: Option<Bytes>,
-    },
+    DelCtx(Box<CtxDel>),
+}
+
+// The rare large operations are boxed, so that the common ones (moved
+// several times per request) stay small. A boxed struct serializes as its
+// fields did inline, so the wire format is unchanged.
+
+/// [`KeyOp::PutCtx`]'s arguments.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CtxPut {
+    pub value: Bytes,
+    pub content_type: Option<Bytes>,
+    pub ctx: Option<Bytes>,
+    pub prior: Option<Bytes>,
+}
+
+/// [`KeyOp::DelCtx`]'s arguments.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CtxDel {
+    pub ctx: Option<Bytes>,
+    pub prior: Option<Bytes>,
 }
 
 impl KeyOp {

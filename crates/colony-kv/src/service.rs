@@ -325,7 +325,7 @@ impl KvService {
                     None => handle.send(req),
                 };
                 match sent {
-                    Ok(f) => Submitted::Sent(f, Some((self.router.clone(), kr))),
+                    Ok(f) => Submitted::Sent(f, Some(Box::new((self.router.clone(), kr)))),
                     Err(e) => Submitted::Failed(Some(e.into())),
                 }
             }
@@ -466,13 +466,13 @@ impl KvService {
             None => None,
         };
         let op = match value {
-            Some((value, content_type)) => KeyOp::PutCtx {
+            Some((value, content_type)) => KeyOp::PutCtx(Box::new(crate::op::CtxPut {
                 value,
                 content_type,
                 ctx,
                 prior,
-            },
-            None => KeyOp::DelCtx { ctx, prior },
+            })),
+            None => KeyOp::DelCtx(Box::new(crate::op::CtxDel { ctx, prior })),
         };
         self.call_with(bucket, key, op, overrides).await
     }

@@ -277,7 +277,7 @@ impl KvVnode {
     ) -> Result<(KvResponse, Option<Bytes>), KvError> {
         match op {
             KeyOp::FetchDoc => return Ok((self.fetch(bucket, key, hash)?, None)),
-            KeyOp::PutCtx { .. } | KeyOp::DelCtx { .. } => {
+            KeyOp::PutCtx(_) | KeyOp::DelCtx(_) => {
                 return self.lead_ctx(bucket, key, hash, op, hints, want_doc)
             }
             _ => {}

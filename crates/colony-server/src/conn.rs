@@ -6,7 +6,7 @@ use crate::cmd::{self, CmdResult, Outcome, Session};
 use crate::resp::{self, Limits, Parsed, Protocol};
 use crate::state::{bucket_of_db, ClientInfo, NodeState};
 use bytes::BytesMut;
-use colony_kv::Pipeline;
+use colony_kv::{Pipeline, Reply};
 use futures::future::BoxFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -24,7 +24,21 @@ struct InFlight {
     index: Option<usize>,
     started: Instant,
     proto: Protocol,
-    fut: BoxFuture<'static, CmdResult>,
+    work: Work,
+}
+
+/// Where a queued command's reply is.
+enum Work {
+    Done(CmdResult),
+    /// A key op sent to a vnode: polled only when its turn to be written
+    /// comes (see `drain`).
+    Key(colony_kv::Submitted, fn(Reply) -> Reply),
+    /// A future that must be polled to make progress.
+    Running(BoxFuture<'static, CmdResult>),
+    /// Running in `drain`'s set of futures; its result comes back as Done.
+    Driven,
+    /// Written out.
+    Taken,
 }
 
 pub async fn serve(
@@ -158,17 +172,15 @@ async fn run_batch(
         commands += 1;
         let (index, outcome) = cmd::dispatch(node, sess, args);
         let proto = sess.proto;
-        let (fut, barrier) = match outcome {
-            Outcome::Ready(r) => (
-                Box::pin(std::future::ready(r)) as BoxFuture<'static, CmdResult>,
-                false,
-            ),
-            Outcome::Pending(fut) => (fut, false),
+        let (work, barrier) = match outcome {
+            Outcome::Ready(r) => (Work::Done(r), false),
+            Outcome::Key(sub, map) => (Work::Key(sub, map), false),
+            Outcome::Pending(fut) => (Work::Running(fut), false),
             Outcome::Barrier(fut) => {
                 // Everything before it completes first, and nothing after
                 // it is sent until it completes.
                 drain(node, &sess.pipeline, &mut queue, wbuf).await;
-                (fut, true)
+                (Work::Running(fut), true)
             }
             Outcome::Close(r) => {
                 drain(node, &sess.pipeline, &mut queue, wbuf).await;
@@ -181,7 +193,7 @@ async fn run_batch(
             index,
             started,
             proto,
-            fut,
+            work,
         });
         if barrier {
             drain(node, &sess.pipeline, &mut queue, wbuf).await;
@@ -204,46 +216,80 @@ fn lock(p: &Mutex<Pipeline>) -> std::sync::MutexGuard<'_, Pipeline> {
 /// Send what the pipeline gathered, run every queued command at once
 /// (requests on one key stay in order: see `Session::submit`) and encode
 /// the replies in order.
+///
+/// Futures that must be polled to progress (replicated requests, barriers)
+/// run together in one set. A key op sent to a local vnode is answered
+/// whatever this task does, so it is polled only when its reply is next to
+/// be written: no task per request, and only the first reply of a batch
+/// waits for the group flush (the others find it done).
 async fn drain(
     node: &Arc<NodeState>,
     pipeline: &Mutex<Pipeline>,
     queue: &mut Vec<InFlight>,
     wbuf: &mut BytesMut,
 ) {
-    use futures::StreamExt;
+    use futures::{FutureExt, StreamExt};
+    use std::future::Future;
+    use std::task::Poll;
     lock(pipeline).send_gathered();
-    let mut meta = Vec::with_capacity(queue.len());
-    let mut running = futures::stream::FuturesOrdered::new();
-    for f in queue.drain(..) {
-        meta.push((f.index, f.started, f.proto));
-        running.push_back(f.fut);
+    let mut running = futures::stream::FuturesUnordered::new();
+    for (i, f) in queue.iter_mut().enumerate() {
+        match std::mem::replace(&mut f.work, Work::Driven) {
+            Work::Running(fut) => running.push(async move { (i, fut.await) }.boxed()),
+            Work::Key(sub, map) if sub.is_routed() => {
+                running.push(async move { (i, cmd::from_reply(sub.await).map(map)) }.boxed())
+            }
+            other => f.work = other,
+        }
     }
-    let mut meta = meta.into_iter();
+    let mut next = 0;
     // The clock is read once per wake-up, not per reply: the replies that
     // are ready together finished together.
     let mut now: Option<Instant> = None;
-    loop {
-        let next = std::future::poll_fn(|cx| {
-            let polled = running.poll_next_unpin(cx);
-            if polled.is_pending() {
-                now = None;
+    std::future::poll_fn(|cx| {
+        while let Poll::Ready(Some((i, r))) = running.poll_next_unpin(cx) {
+            if let Some(f) = queue.get_mut(i) {
+                f.work = Work::Done(r);
             }
-            polled
-        })
-        .await;
-        let Some(result) = next else { break };
-        let now = *now.get_or_insert_with(Instant::now);
-        if let Some((index, started, proto)) = meta.next() {
+        }
+        while let Some(f) = queue.get_mut(next) {
+            let result = match &mut f.work {
+                Work::Done(_) => match std::mem::replace(&mut f.work, Work::Taken) {
+                    Work::Done(r) => r,
+                    _ => unreachable!("matched Done just above"),
+                },
+                Work::Key(sub, map) => match std::pin::Pin::new(sub).poll(cx) {
+                    Poll::Ready(reply) => {
+                        let r = cmd::from_reply(reply).map(*map);
+                        f.work = Work::Taken;
+                        r
+                    }
+                    Poll::Pending => {
+                        now = None;
+                        return Poll::Pending;
+                    }
+                },
+                Work::Running(_) | Work::Driven => {
+                    now = None;
+                    return Poll::Pending;
+                }
+                Work::Taken => Err("ERR internal: reply taken twice".into()),
+            };
+            let at = *now.get_or_insert_with(Instant::now);
             finish(
                 node,
-                index,
-                now.saturating_duration_since(started),
-                proto,
+                f.index,
+                at.saturating_duration_since(f.started),
+                f.proto,
                 result,
                 wbuf,
             );
+            next += 1;
         }
-    }
+        Poll::Ready(())
+    })
+    .await;
+    queue.clear();
 }
 
 fn finish(

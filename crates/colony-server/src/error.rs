@@ -34,7 +34,7 @@ pub fn resp_error(e: &KvError) -> String {
         KvError::Core(CoreError::VnodeCrashed { partition }) => {
             format!("TRYAGAIN partition {partition} restarted while handling the request")
         }
-        KvError::QuorumUnmet { .. } => format!("NOQUORUM {e}"),
+        KvError::QuorumUnmet(_) => format!("NOQUORUM {e}"),
         other if other.is_retryable() => format!("TRYAGAIN {other}"),
         other => format!("ERR {other}"),
     }
@@ -58,7 +58,7 @@ pub fn http_error(e: &KvError) -> (u16, &'static str) {
         KvError::Core(CoreError::Overloaded { .. }) => (503, "overloaded"),
         KvError::Core(_) | KvError::Storage(_) | KvError::Unavailable(_) => (503, "unavailable"),
         KvError::TryAgain(_) | KvError::NotOwner(_) => (503, "try_again"),
-        KvError::QuorumUnmet { .. } => (503, "quorum_unmet"),
+        KvError::QuorumUnmet(_) => (503, "quorum_unmet"),
         KvError::BadContext(_) => (400, "invalid_context"),
         KvError::TooManySiblings { .. } => (409, "too_many_siblings"),
         KvError::Corrupt(_) => (500, "corrupt"),

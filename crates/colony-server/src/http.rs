@@ -307,7 +307,10 @@ async fn put_object(
         }
         Ok(None) => {}
     }
-    let op = KeyOp::Put { object, nx: false };
+    let op = KeyOp::Put {
+        object: Box::new(object),
+        nx: false,
+    };
     match app.node.kv.call_with(&bucket, key, op, o).await {
         Reply::Error(e) => kv_error(&e),
         _ => StatusCode::NO_CONTENT.into_response(),

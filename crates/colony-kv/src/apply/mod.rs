@@ -108,10 +108,10 @@ pub(crate) fn apply(op: KeyOp, cur: Option<Object>, ctx: &mut Ctx<'_>) -> Applie
             if nx && cur.is_some() {
                 Applied::read(Reply::Int(0))
             } else {
-                Applied::put(object, Reply::Int(1))
+                Applied::put(*object, Reply::Int(1))
             }
         }
-        Replace(Some(object)) => Applied::put_or_delete(object, Reply::Ok),
+        Replace(Some(object)) => Applied::put_or_delete(*object, Reply::Ok),
         Replace(None) => Applied::delete(Reply::Ok),
         op @ (Get
         | Set { .. }
@@ -132,7 +132,7 @@ pub(crate) fn apply(op: KeyOp, cur: Option<Object>, ctx: &mut Ctx<'_>) -> Applie
         | SPop(_)
         | SRandMember(_)
         | SScan { .. }) => sets::apply(op, cur, ctx),
-        FetchDoc | PutCtx { .. } | DelCtx { .. } => Applied::err(KvError::Storage(
+        FetchDoc | PutCtx(_) | DelCtx(_) => Applied::err(KvError::Storage(
             "an operation on the replicated object reached the plain-value path".into(),
         )),
         op => hashes::apply(op, cur, ctx),

@@ -142,7 +142,7 @@ impl Router {
         let q = props.resolve(placement.ring().n_val(), replicas.len(), &kr.overrides);
         let need = Need::of(&q, read);
         if let Some((name, k)) = q.excess(read) {
-            return Err(KvError::QuorumUnmet {
+            return Err(KvError::QuorumUnmet(Box::new(crate::error::Unmet {
                 op: if read { "read" } else { "write" }.into(),
                 needed: need.total,
                 got: 0,
@@ -153,7 +153,7 @@ impl Router {
                      n_val=all and {} nodes hold it",
                     q.n
                 )],
-            });
+            })));
         }
         // Nodes about to own their first partition get a shared bucket's
         // writes too (uncounted), so such a write is never local only.

@@ -80,13 +80,24 @@ impl Pipeline {
 pub enum Submitted {
     /// Answered by a local vnode (inline), or in its mailbox; the request
     /// is kept to re-route it if the partition turns out to have moved.
-    Sent(ReplyFuture<KvResponse>, Option<(Router, KeyReq)>),
+    /// (Boxed: the future is moved several times on its way to the
+    /// caller, and the copy would cost more than the allocation.)
+    Sent(ReplyFuture<KvResponse>, Option<Box<(Router, KeyReq)>>),
     /// Going to (or retrying at) another node.
     Routed(Pin<Box<dyn Future<Output = Result<KvResponse, KvError>> + Send>>),
     Failed(Option<KvError>),
 }
 
 impl Submitted {
+    /// Whether the reply needs this future polled to make progress (it
+    /// talks to other nodes). The others are answered by a local vnode
+    /// whatever the caller does, so a caller may leave them unpolled until
+    /// it wants their reply (a retry elsewhere, after the partition moved,
+    /// starts when it polls).
+    pub fn is_routed(&self) -> bool {
+        matches!(self, Submitted::Routed(_))
+    }
+
     pub(super) fn routed(
         f: impl Future<Output = Result<KvResponse, KvError>> + Send + 'static,
     ) -> Self {
@@ -122,7 +133,7 @@ impl Future for Submitted {
                     _ => return Poll::Ready(to_reply(r.map_err(KvError::from))),
                 };
                 let _ = hint;
-                match retry.take() {
+                match retry.take().map(|b| *b) {
                     Some((router, kr)) => {
                         let mut routed = Box::pin(router.replicated(kr));
                         let polled = routed.as_mut().poll(cx);

@@ -3,6 +3,7 @@
 
 use super::{KvResponse, KvVnode};
 use crate::crdt::{Doc, VersionVector};
+use crate::op::CtxPut;
 use crate::{store, KeyOp, KvError, Reply};
 use bytes::Bytes;
 use colony_core::cluster::HandoffItem;
@@ -85,7 +86,8 @@ impl KvVnode {
         want_doc: bool,
     ) -> Result<(KvResponse, Option<Bytes>), KvError> {
         let (ctx, prior) = match &op {
-            KeyOp::PutCtx { ctx, prior, .. } | KeyOp::DelCtx { ctx, prior } => (ctx, prior),
+            KeyOp::PutCtx(p) => (&p.ctx, &p.prior),
+            KeyOp::DelCtx(d) => (&d.ctx, &d.prior),
             _ => return Err(KvError::Storage("not a context write".into())),
         };
         let ctx = ctx
@@ -104,11 +106,12 @@ impl KvVnode {
         }
         let stamp = self.hlc.now(self.clock.now_ms());
         match op {
-            KeyOp::PutCtx {
-                value,
-                content_type,
-                ..
-            } => {
+            KeyOp::PutCtx(p) => {
+                let CtxPut {
+                    value,
+                    content_type,
+                    ..
+                } = *p;
                 if value.len() > self.limits.max_value_bytes {
                     let err = KvError::ValueTooLarge {
                         size: value.len(),

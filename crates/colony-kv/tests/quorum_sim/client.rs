@@ -162,7 +162,7 @@ fn outcome(result: &Result<KvResponse, KvError>, need: Need, n_val: u8) -> Outco
         Ok(_) if need.total > usize::from(n_val) / 2 => Outcome::Acked,
         Ok(_) => Outcome::Applied,
         // No replica led it: nothing was applied anywhere.
-        Err(KvError::QuorumUnmet { got: 0, .. }) => Outcome::NotApplied,
+        Err(KvError::QuorumUnmet(u)) if u.got == 0 => Outcome::NotApplied,
         Err(_) => Outcome::Unknown,
     }
 }

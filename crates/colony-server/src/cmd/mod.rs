@@ -28,6 +28,9 @@ pub type CmdResult = Result<Reply, String>;
 
 pub enum Outcome {
     Ready(CmdResult),
+    /// One key op, sent; its reply is mapped by the function. Kept apart
+    /// from `Pending` so a pipeline's key ops cost no boxed future each.
+    Key(colony_kv::Submitted, fn(Reply) -> Reply),
     Pending(BoxFuture<'static, CmdResult>),
     Barrier(BoxFuture<'static, CmdResult>),
     /// Reply, then close the connection (QUIT).
@@ -75,8 +78,10 @@ impl Call<'_> {
 
     /// Send one key op now; the outcome yields its reply mapped by `f`.
     pub fn single(&self, key: Bytes, op: KeyOp, f: fn(Reply) -> Reply) -> Outcome {
-        let fut = self.sess.submit(&self.node.kv, &self.sess.bucket, key, op);
-        Outcome::Pending(Box::pin(async move { from_reply(fut.await).map(f) }))
+        Outcome::Key(
+            self.sess.submit(&self.node.kv, &self.sess.bucket, key, op),
+            f,
+        )
     }
 
     /// Send one key op now and pass its reply through unchanged.
