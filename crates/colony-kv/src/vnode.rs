@@ -56,7 +56,7 @@ pub struct KvVnode {
     /// Writes of the batch being handled, by storage key (None deletes).
     /// Reads look here first; `commit` writes them as one atomic batch, so
     /// a batch of requests costs one journal write (and one fsync).
-    pending: HashMap<Vec<u8>, Option<Bytes>>,
+    pending: HashMap<Vec<u8>, Option<Bytes>, cache::KeyHasher>,
     /// Expiry index entries to add (true) or remove (false) with the batch.
     pending_expiry: Vec<(Vec<u8>, bool)>,
     /// Hint index entries to add (true) or remove (false) with the batch.
@@ -126,7 +126,7 @@ impl KvVnode {
             limits,
             rng,
             counts,
-            pending: HashMap::new(),
+            pending: HashMap::with_hasher(cache::KeyHasher::random()),
             pending_expiry: Vec::new(),
             dirty: None,
             sealed: false,

@@ -37,10 +37,18 @@ const QUEUE_OVERHEAD: usize = 48;
 
 /// Hashes storage keys with xxh3 under a random seed: a cache access
 /// hashes a key several times, and std's SipHash cost 6% of a random-read
-/// load's CPU. (Seeded per cache, so clients cannot aim keys at one slot
+/// load's CPU. (The vnode's batch of pending writes uses it too.) (Seeded per cache, so clients cannot aim keys at one slot
 /// across nodes or restarts.)
 #[derive(Clone)]
-struct KeyHasher(u64);
+pub(super) struct KeyHasher(u64);
+
+impl KeyHasher {
+    /// A hasher with a fresh random seed.
+    pub(super) fn random() -> Self {
+        use rand::Rng;
+        Self(rand::rng().random())
+    }
+}
 
 impl std::hash::BuildHasher for KeyHasher {
     type Hasher = KeyHash;
@@ -49,7 +57,7 @@ impl std::hash::BuildHasher for KeyHasher {
     }
 }
 
-struct KeyHash(u64);
+pub(super) struct KeyHash(u64);
 
 impl std::hash::Hasher for KeyHash {
     fn write(&mut self, bytes: &[u8]) {
@@ -86,9 +94,8 @@ pub(super) struct DocCache {
 
 impl DocCache {
     pub(super) fn new(budget: usize) -> Self {
-        use rand::Rng;
         Self {
-            docs: HashMap::with_hasher(KeyHasher(rand::rng().random())),
+            docs: HashMap::with_hasher(KeyHasher::random()),
             recency: VecDeque::new(),
             generation: 0,
             bytes: 0,
