@@ -28,6 +28,7 @@ mod apply;
 pub mod coordinator;
 mod counts;
 pub mod multi;
+mod retire;
 
 pub use clock::{Clock, SystemClock};
 pub use error::KvError;

@@ -239,6 +239,11 @@ impl KvService {
         (self.store.write_buffer_bytes(), self.store.cache_bytes())
     }
 
+    /// Memtables the store's keeper freed off fjall's locks, so far.
+    pub fn memtables_freed(&self) -> u64 {
+        self.store.memtables_freed()
+    }
+
     /// Requests waiting in vnode mailboxes, summed.
     pub fn queued_requests(&self) -> usize {
         self.vnodes.handles().iter().map(|h| h.queue_len()).sum()

@@ -19,7 +19,7 @@ use colony_core::vnode::GroupFlush;
 use colony_core::PartitionId;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,14 +29,11 @@ const FORMAT_KEY: &[u8] = b"format";
 const FORMAT: &[u8] = b"1";
 
 /// The data keyspace's memtable size (fjall's default is 64 MiB): resident
-/// memory after loading 1M 100-byte values is 179-203 MiB, not 252. When
-/// fjall drops a memtable it has flushed, it frees every entry while
-/// holding the tree's version lock, and every read and commit of every
-/// vnode waits for it: about 100 ms for 64 MiB on the benchmark VM (seen in
-/// perf: both runtime threads parked while `SuperVersions::maintenance`
-/// freed skiplist nodes), 20 ms for 8 MiB, but eight times as often, so the
-/// size does not change tail latency under load much. Set when the keyspace
-/// is created, so a data directory keeps the size it was made with.
+/// memory after loading 1M 100-byte values is 179-203 MiB, not 252. (fjall
+/// would free a flushed memtable under its version lock, stalling the node
+/// for as long as that takes; [`crate::retire`] frees it elsewhere.) Set
+/// when the keyspace is created, so a data directory keeps the size it was
+/// made with.
 const DATA_MEMTABLE_BYTES: u64 = 8 << 20;
 
 /// When acknowledged writes reach the disk.
@@ -69,6 +66,10 @@ pub struct Store {
     /// Commits not fsynced one by one are flushed to the OS together
     /// before their replies are seen.
     group: Arc<GroupFlush>,
+    /// Memtables freed by the keeper (see [`crate::retire`]).
+    memtables_freed: Arc<AtomicU64>,
+    /// The keeper's thread, joined on drop (it holds the keyspaces).
+    keeper: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Store {
@@ -76,6 +77,7 @@ impl Store {
         let engine_dir = check_data_dir(&config.path)?;
         let db = Database::builder(&engine_dir)
             .cache_size(config.cache_bytes)
+            .worker_threads(storage_workers())
             .open()
             .map_err(|e| {
                 KvError::Corrupt(format!(
@@ -117,6 +119,20 @@ impl Store {
         if let FsyncPolicy::Periodic(every) = config.fsync {
             spawn_syncer(db.clone(), every, stop.clone());
         }
+        let memtables_freed = Arc::new(AtomicU64::new(0));
+        let keeper = crate::retire::spawn(
+            crate::retire::Keeper::new(
+                vec![
+                    data.clone(),
+                    expiry.clone(),
+                    meta.clone(),
+                    counts.clone(),
+                    hints.clone(),
+                ],
+                memtables_freed.clone(),
+            ),
+            stop.clone(),
+        );
         let flush_db = db.clone();
         let group = GroupFlush::new(move || {
             flush_db
@@ -132,6 +148,8 @@ impl Store {
             hints,
             fsync: config.fsync,
             stop,
+            memtables_freed,
+            keeper: std::sync::Mutex::new(keeper),
         }))
     }
 
@@ -185,6 +203,11 @@ impl Store {
         self.db.cache_size()
     }
 
+    /// Memtables fjall retired that were freed off its locks, by the keeper.
+    pub fn memtables_freed(&self) -> u64 {
+        self.memtables_freed.load(Ordering::Relaxed)
+    }
+
     /// Bytes the store occupies on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.db.disk_space().unwrap_or(0)
@@ -194,9 +217,33 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let keeper = self.keeper.get_mut().map(Option::take).unwrap_or(None);
+        if let Some(handle) = keeper {
+            if handle.join().is_err() {
+                tracing::error!("the memtable keeper panicked");
+            }
+        }
         if let Err(e) = self.db.persist(PersistMode::SyncAll) {
             tracing::error!(error = %e, "final sync of the store failed");
         }
+    }
+}
+
+/// fjall's background threads (flushes and compactions). fjall's default is
+/// one per core up to four, but with more than one, its first worker hands
+/// every compaction request on to the others and, while they are all busy,
+/// takes the same request back at once, spinning a whole core for as long as
+/// a compaction runs (seen in perf: `worker_tick` bouncing a `Compact`
+/// message through its channel). On two cores that starved the runtime
+/// threads for 100 ms and more under a write load. One worker runs flushes
+/// and compactions in turn, which at 8 MiB memtables keeps up; with four or
+/// more cores the others are free to take the request and the spin is short.
+fn storage_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores <= 2 {
+        1
+    } else {
+        cores.min(4)
     }
 }
 

@@ -505,6 +505,7 @@ async fn metrics(State(app): State<App>) -> Response {
     let (write_buffer, cache) = node.kv.memory_bytes();
     metrics::gauge!("colony_storage_write_buffer_bytes").set(write_buffer as f64);
     metrics::gauge!("colony_storage_cache_bytes").set(cache as f64);
+    metrics::counter!("colony_storage_memtables_freed_total").absolute(node.kv.memtables_freed());
     metrics::gauge!("colony_process_resident_memory_bytes").set(crate::info::rss_bytes() as f64);
     metrics::gauge!("colony_vnode_queued_requests").set(node.kv.queued_requests() as f64);
     metrics::gauge!("colony_kv_hints_pending").set(node.kv.hints_pending() as f64);

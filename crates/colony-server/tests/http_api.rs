@@ -281,6 +281,7 @@ async fn metrics_are_prometheus_text_with_resp_and_storage_series() {
         "colony_resp_command_duration_seconds_bucket",
         "colony_kv_keys",
         "colony_storage_disk_bytes",
+        "colony_storage_memtables_freed_total",
         "colony_resp_connections",
     ] {
         assert!(
