@@ -30,6 +30,9 @@
 #   HALF_WORKLOAD ["a:zipfian"]  workload of the half-of-peak latency runs (needs
 #                         pipeline 1 of it among the throughput runs; skipped otherwise)
 #   HALF_SECONDS [20]     length of each half-of-peak run
+#   HALF_REST [10]        seconds of rest after a `sync` before each half-of-peak run:
+#                         the writeback of earlier runs' dirty pages otherwise lands in
+#                         the measurement (Redis's own p99 rose 30-fold from it on the VM)
 #   SKIP_MEMORY=1         skip memory and recovery
 #   OUT [bench-report.md] where the report is written (it is also printed)
 #   UPDATE_BENCHMARKS=1   also put the report in BENCHMARKS.md, between the
@@ -44,7 +47,7 @@
 set -euo pipefail
 
 SETTINGS="N RUNS CLIENTS KEYSPACE DURATION PIPELINES WORKLOADS TARGETS MEM_KEYS
-MEM_DURATION STARTUP_RUNS RECOVERY_RUNS HALF_WORKLOAD HALF_SECONDS SKIP_MEMORY OUT RESULTS_DIR
+MEM_DURATION STARTUP_RUNS RECOVERY_RUNS HALF_WORKLOAD HALF_SECONDS HALF_REST SKIP_MEMORY OUT RESULTS_DIR
 COLONY_BIN BENCH_BIN COLONY_ARGS UPDATE_BENCHMARKS"
 COMMAND=""
 for v in $SETTINGS; do
@@ -66,6 +69,7 @@ STARTUP_RUNS=${STARTUP_RUNS:-5}
 RECOVERY_RUNS=${RECOVERY_RUNS:-$RUNS}
 HALF_WORKLOAD=${HALF_WORKLOAD:-a:zipfian}
 HALF_SECONDS=${HALF_SECONDS:-20}
+HALF_REST=${HALF_REST:-10}
 SKIP_MEMORY=${SKIP_MEMORY:-0}
 OUT=${OUT:-bench-report.md}
 VALUE_SIZE=100
@@ -240,6 +244,8 @@ PY
         record "half.$t.rate" "$rate"
         log "$t: open loop at $rate ops/s (half of $peak), $HALF_SECONDS s"
         json=$RESULTS/half-$t.json
+        sync
+        sleep "$HALF_REST"
         # shellcheck disable=SC2086 # SERVER_OF holds several words
         bench_run "$json" $((2 * HALF_SECONDS + 60)) ${SERVER_OF[$t]} \
             --workload "$workload" --dist "$dist" --keyspace "$KEYSPACE" \
