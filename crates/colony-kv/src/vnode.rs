@@ -37,6 +37,16 @@ struct Stored {
     hash: Option<u64>,
     /// The stored entry's length.
     len: usize,
+    /// The state was written earlier in this batch and not yet encoded
+    /// (see [`KvVnode::unsettled`]); `hash` is still the stored entry's.
+    unsettled: bool,
+}
+
+/// A key's state written in this batch, not yet encoded or staged.
+struct Unsettled {
+    doc: Doc,
+    /// The hash of the entry the store (and `pending`) hold for the key.
+    stored_hash: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +67,18 @@ pub struct KvVnode {
     /// Reads look here first; `commit` writes them as one atomic batch, so
     /// a batch of requests costs one journal write (and one fsync).
     pending: HashMap<Vec<u8>, Option<Bytes>, cache::KeyHasher>,
+    /// Keys written in this batch on the single-replica path, whose new
+    /// state is not encoded yet: a hot key written many times in a batch
+    /// (INCR on one counter from fifty clients) is encoded and staged once,
+    /// when the batch is flushed, not once per write. A key is in at most
+    /// one of this and `docs`. Empty between batches: [`Self::with_stored`]
+    /// and [`Self::flush_pending`] settle it first, so nothing that reads
+    /// `pending` or the store sees an older state.
+    unsettled: HashMap<Vec<u8>, Unsettled, cache::KeyHasher>,
+    /// A request took a state out of `unsettled` and has not finished. If
+    /// it panicked, that state (earlier requests' writes) is lost, so the
+    /// batch must not be committed: [`Self::flush_pending`] refuses it.
+    lent: bool,
     /// Expiry index entries to add (true) or remove (false) with the batch.
     pending_expiry: Vec<(Vec<u8>, bool)>,
     /// Hint index entries to add (true) or remove (false) with the batch.
@@ -127,6 +149,8 @@ impl KvVnode {
             rng,
             counts,
             pending: HashMap::with_hasher(cache::KeyHasher::random()),
+            unsettled: HashMap::with_hasher(cache::KeyHasher::random()),
+            lent: false,
             pending_expiry: Vec::new(),
             dirty: None,
             sealed: false,
@@ -153,10 +177,13 @@ impl KvVnode {
     /// Apply `f` to the stored bytes under `skey`, this batch's writes
     /// included (no copy of the stored value is made).
     fn with_stored<T>(
-        &self,
+        &mut self,
         skey: &[u8],
         f: impl FnOnce(&[u8]) -> Result<T, KvError>,
     ) -> Result<Option<T>, KvError> {
+        if let Some(u) = self.unsettled.remove(skey) {
+            self.settle(skey.to_vec(), u);
+        }
         if let Some(v) = self.pending.get(skey) {
             return v.as_deref().map(f).transpose();
         }
@@ -167,11 +194,21 @@ impl KvVnode {
     /// and the hash of its stored entry (None: absent). Whoever takes it
     /// puts it back with [`keep_doc`](Self::keep_doc) if it stays current.
     fn take_doc(&mut self, skey: &[u8]) -> Result<Stored, KvError> {
+        if let Some(u) = self.unsettled.remove(skey) {
+            self.lent = true;
+            return Ok(Stored {
+                doc: Some(u.doc),
+                hash: u.stored_hash,
+                len: 0,
+                unsettled: true,
+            });
+        }
         if let Some(c) = self.docs.take(skey) {
             return Ok(Stored {
                 doc: Some(c.doc),
                 hash: Some(c.hash),
                 len: c.len,
+                unsettled: false,
             });
         }
         let found = self.with_stored(skey, |v| {
@@ -183,13 +220,55 @@ impl KvVnode {
                 doc: Some(doc),
                 hash: Some(hash),
                 len,
+                unsettled: false,
             },
             None => Stored {
                 doc: None,
                 hash: None,
                 len: 0,
+                unsettled: false,
             },
         })
+    }
+
+    /// Put back a state [`take_doc`](Self::take_doc) gave out, unchanged.
+    fn put_back(
+        &mut self,
+        skey: Vec<u8>,
+        doc: Doc,
+        stored_hash: Option<u64>,
+        len: usize,
+        unsettled: bool,
+    ) {
+        if unsettled {
+            self.unsettled.insert(skey, Unsettled { doc, stored_hash });
+        } else if let Some(h) = stored_hash {
+            self.keep_doc(skey, doc, h, len);
+        }
+    }
+
+    /// Encode and stage one unsettled state; it becomes the cached one.
+    fn settle(&mut self, skey: Vec<u8>, u: Unsettled) {
+        let encoded = u.doc.encode();
+        let len = encoded.len();
+        let hash = self
+            .stage_known(skey.clone(), Some(encoded), Some(u.stored_hash))
+            .unwrap_or_default();
+        self.keep_doc(skey, u.doc, hash, len);
+    }
+
+    /// Settle every unsettled state into this batch's pending writes.
+    fn settle_all(&mut self) {
+        if self.unsettled.is_empty() {
+            return;
+        }
+        let all = std::mem::replace(
+            &mut self.unsettled,
+            HashMap::with_hasher(cache::KeyHasher::random()),
+        );
+        for (skey, u) in all {
+            self.settle(skey, u);
+        }
     }
 
     /// Keep `doc` as the key's current state (its stored entry hashes to
@@ -208,6 +287,15 @@ impl KvVnode {
     /// Write this batch's changes to the store as one atomic batch; with
     /// `sync`, fsync it before returning.
     fn flush_pending(&mut self, sync: bool) -> Result<(), KvError> {
+        if self.lent {
+            // A request panicked holding a key's state that earlier
+            // requests of the batch wrote: writing the rest would store
+            // the batch without them, and answer them as done.
+            return Err(KvError::Storage(
+                "a request crashed the vnode mid-batch; the batch was not written".into(),
+            ));
+        }
+        self.settle_all();
         if self.pending.is_empty()
             && self.pending_expiry.is_empty()
             && self.pending_hints.is_empty()
@@ -288,6 +376,7 @@ impl KvVnode {
             doc: stored,
             hash: old_hash,
             len: old_len,
+            unsettled,
         } = self.take_doc(&skey)?;
         let before = stored.as_ref().and_then(Self::presence);
         let view = stored.as_ref().and_then(Doc::view);
@@ -316,14 +405,15 @@ impl KvVnode {
         };
         if (matches!(write, Write::None) && !expired) || too_large.is_some() {
             // Nothing staged: the state read is still the current one.
-            if let (Some(doc), Some(h)) = (stored, old_hash) {
-                self.keep_doc(skey, doc, h, old_len);
+            if let Some(doc) = stored {
+                self.put_back(skey, doc, old_hash, old_len, unsettled);
             }
             return Ok(match too_large {
                 Some(err) => (KvResponse::Reply(Reply::Error(err)), None),
                 None => (out, None),
             });
         }
+        let existed = stored.is_some();
         let mut doc = stored.unwrap_or_default();
         let stamp = self.hlc.now(now);
         if expired {
@@ -335,8 +425,18 @@ impl KvVnode {
             Write::None | Write::Delete => Change::Delete,
             Write::Put(o) => Change::Put(o),
         };
-        if !(matches!(write, Write::None) && expired) {
-            doc.update(live.as_ref(), change, hint, self.actor, stamp);
+        let changed = if matches!(write, Write::None) && expired {
+            true
+        } else {
+            doc.update(live.as_ref(), change, hint, self.actor, stamp) | expired
+        };
+        if !changed {
+            // A write that changes nothing (SADD of a member already
+            // there): nothing to store, nothing to replicate.
+            if existed {
+                self.put_back(skey, doc, old_hash, old_len, unsettled);
+            }
+            return Ok((out, None));
         }
         if !want_doc && !doc.is_present() && self.dirty.is_none() {
             // This vnode holds the key's only copy (a request on the
@@ -349,6 +449,19 @@ impl KvVnode {
             if before.is_some() {
                 self.account(bucket, before, None);
             }
+            return Ok((out, None));
+        }
+        if !want_doc && hints.is_empty() {
+            // Nobody needs the encoded state now: encode it once, when
+            // the batch is flushed.
+            self.note_write(bucket, key, &skey, before, &doc, hints);
+            self.unsettled.insert(
+                skey,
+                Unsettled {
+                    doc,
+                    stored_hash: old_hash,
+                },
+            );
             return Ok((out, None));
         }
         let (encoded, new_hash) = self.put_doc(
@@ -385,6 +498,25 @@ impl KvVnode {
         old: Option<Option<u64>>,
     ) -> (Bytes, u64) {
         let encoded = doc.encode();
+        self.note_write(bucket, key, &skey, before, doc, hints);
+        let hash = self
+            .stage_known(skey, Some(encoded.clone()), old)
+            .unwrap_or_default();
+        (encoded, hash)
+    }
+
+    /// What a write of `doc` as the key's state brings besides the state
+    /// itself: an expiry index entry, hints, the handoff's dirty set, the
+    /// per-bucket counts.
+    fn note_write(
+        &mut self,
+        bucket: &Bytes,
+        key: &[u8],
+        skey: &[u8],
+        before: Option<Option<u64>>,
+        doc: &Doc,
+        hints: &[NodeId],
+    ) {
         let after = Self::presence(doc);
         if let Some(Some(at)) = after {
             if before != after {
@@ -394,16 +526,12 @@ impl KvVnode {
         }
         for h in hints {
             self.pending_hints
-                .push((store::hint_key(h.as_str(), &skey), true));
+                .push((store::hint_key(h.as_str(), skey), true));
         }
-        self.note_dirty(&skey);
-        let hash = self
-            .stage_known(skey, Some(encoded.clone()), old)
-            .unwrap_or_default();
+        self.note_dirty(skey);
         if before != after {
             self.account(bucket, before, after);
         }
-        (encoded, hash)
     }
 
     /// Keep the per-bucket key and expiry counts in step with a change.
@@ -711,6 +839,9 @@ impl Vnode for KvVnode {
             KvRequest::AaeRebuild { wait } => self.aae_rebuild(wait),
             KvRequest::DebugDamage { key, how } => self.debug_damage(key.to_vec(), how),
         };
+        // Returned normally: whatever it took out of `unsettled` is back,
+        // staged, or deleted on purpose.
+        self.lent = false;
         result.unwrap_or_else(KvResponse::Failed)
     }
 
@@ -749,3 +880,6 @@ impl Vnode for KvVnode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -268,6 +268,14 @@ impl Doc {
         }
     }
 
+    /// Whether a slot other than `keep`'s holds a value (a loser of a type
+    /// race that [`Doc::clear_others`] would remove).
+    pub(super) fn others_present(&self, keep: ValueKind) -> bool {
+        (keep != ValueKind::Str && self.str.body.is_present())
+            || (keep != ValueKind::Hash && self.hash.body.is_present())
+            || (keep != ValueKind::Set && self.set.body.is_present())
+    }
+
     /// Give the key type `kind` as of `stamp`.
     pub(super) fn rebirth(&mut self, kind: ValueKind, stamp: Stamp) {
         let born = match kind {

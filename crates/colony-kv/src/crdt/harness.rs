@@ -63,8 +63,15 @@ impl Replica {
             Write::Delete => Change::Delete,
         };
         let stamp = self.hlc.now(self.wall);
-        self.doc
+        let prior = self.doc.clone();
+        let changed = self
+            .doc
             .update(live.as_ref(), change, hint, self.actor, stamp);
+        if !changed {
+            // The vnode then stores nothing: the state must be exactly
+            // what it was.
+            assert_eq!(self.doc, prior, "update said nothing changed");
+        }
         match &applied.write {
             Write::None => {}
             Write::Delete => assert_eq!(self.doc.view(), None, "after a delete"),

@@ -45,6 +45,11 @@ impl Doc {
     /// doc still holds is removed first, so an expired value cannot leak
     /// into the new one. The expiry is diffed against the doc's own, not
     /// `before`'s, for the same reason.
+    ///
+    /// Returns whether the state may have changed. False means it surely
+    /// did not (a SADD of members already there, an HSET of the values the
+    /// fields hold): the caller need not store or replicate anything.
+    #[must_use]
     pub fn update(
         &mut self,
         before: Option<&Object>,
@@ -52,10 +57,13 @@ impl Doc {
         hint: OpHint,
         actor: Actor,
         stamp: Stamp,
-    ) {
+    ) -> bool {
         match write {
-            Change::None => {}
-            Change::Delete => self.delete(stamp),
+            Change::None => false,
+            Change::Delete => {
+                self.delete(stamp);
+                true
+            }
             Change::Put(after) => self.put(before, after, hint, actor, stamp),
         }
     }
@@ -67,24 +75,29 @@ impl Doc {
         hint: OpHint,
         actor: Actor,
         stamp: Stamp,
-    ) {
+    ) -> bool {
         let kind = after.value.kind();
         // On a type change, or when the caller saw no key, nothing carries
         // over: remove everything observed (expired remains included) and
         // diff from empty.
+        let mut changed = false;
         let before = match before {
             Some(b) if b.value.kind() == kind => {
+                // Every dot held is in the context, so clearing the other
+                // slots changes something exactly when one is present.
+                changed |= self.others_present(kind);
                 self.clear_others(kind);
                 Some(b)
             }
             _ => {
                 self.clear_observed();
                 self.rebirth(kind, stamp);
+                changed = true;
                 None
             }
         };
         let ct = after.content_type.clone();
-        match (&after.value, hint) {
+        changed |= match (&after.value, hint) {
             (Value::Str(v), OpHint::Incr(by)) => self.incr_str(v, ct, by, 0.0, actor, stamp),
             (Value::Str(v), OpHint::IncrFloat(by)) => self.incr_str(v, ct, 0, by, actor, stamp),
             (Value::Hash(h), OpHint::HIncr(f, by)) => self.incr_field(h, f, by, 0.0, actor, stamp),
@@ -97,13 +110,16 @@ impl Doc {
                 if !unchanged {
                     self.write_str(v.clone(), ct, actor, stamp);
                 }
+                !unchanged
             }
             (Value::Hash(h), _) => self.diff_hash(before.map(|b| &b.value), h, actor, stamp),
             (Value::Set(s), _) => self.diff_set(before.map(|b| &b.value), s, actor),
-        }
+        };
         if self.expire_at() != after.expire_at {
             self.ttl = Some((stamp, after.expire_at));
+            changed = true;
         }
+        changed
     }
 
     /// SET-like overwrite of the string register.
@@ -131,12 +147,13 @@ impl Doc {
         float: f64,
         actor: Actor,
         stamp: Stamp,
-    ) {
+    ) -> bool {
         let dot = self.take_dot(actor);
         self.str.body.increment(dot, int, float);
         if self.str.body.view() != Some((expect.clone(), ct.clone())) {
             self.write_str(expect.clone(), ct, actor, stamp);
         }
+        true
     }
 
     /// [`Doc::incr_str`] for a hash field.
@@ -148,7 +165,7 @@ impl Doc {
         float: f64,
         actor: Actor,
         stamp: Stamp,
-    ) {
+    ) -> bool {
         let Some(expect) = after.get(&field) else {
             return self.diff_hash(None, after, actor, stamp);
         };
@@ -159,6 +176,7 @@ impl Doc {
         if self.hash.body.field_view(&field).as_ref() != Some(expect) {
             self.write_field(field, expect.clone(), actor, stamp);
         }
+        true
     }
 
     fn write_field(&mut self, field: Bytes, value: Bytes, actor: Actor, stamp: Stamp) {
@@ -180,34 +198,42 @@ impl Doc {
         after: &BTreeMap<Bytes, Bytes>,
         actor: Actor,
         stamp: Stamp,
-    ) {
+    ) -> bool {
         let empty = BTreeMap::new();
         let before = match before {
             Some(Value::Hash(h)) => h,
             _ => &empty,
         };
+        let mut changed = false;
         for (f, v) in after {
             if before.get(f) != Some(v) {
                 self.write_field(f.clone(), v.clone(), actor, stamp);
+                changed = true;
             }
         }
         for f in before.keys().filter(|f| !after.contains_key(*f)) {
             self.hash.body.remove(&self.ctx, f);
+            changed = true;
         }
+        changed
     }
 
-    fn diff_set(&mut self, before: Option<&Value>, after: &BTreeSet<Bytes>, actor: Actor) {
+    fn diff_set(&mut self, before: Option<&Value>, after: &BTreeSet<Bytes>, actor: Actor) -> bool {
         let empty = BTreeSet::new();
         let before = match before {
             Some(Value::Set(s)) => s,
             _ => &empty,
         };
+        let mut changed = false;
         for m in after.difference(before) {
             let dot = self.take_dot(actor);
             self.set.body.add(super::owned(m), dot);
+            changed = true;
         }
         for m in before.difference(after) {
             self.set.body.remove(m);
+            changed = true;
         }
+        changed
     }
 }

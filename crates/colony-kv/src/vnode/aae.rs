@@ -275,7 +275,7 @@ impl KvVnode {
     }
 
     /// The stored states of `keys` (None: absent).
-    pub(super) fn aae_fetch(&self, keys: Vec<Bytes>) -> Result<KvResponse, KvError> {
+    pub(super) fn aae_fetch(&mut self, keys: Vec<Bytes>) -> Result<KvResponse, KvError> {
         let mut items = Vec::with_capacity(keys.len());
         for key in keys {
             let value = self.with_stored(&key, |v| Ok(Bytes::copy_from_slice(v)))?;
@@ -382,7 +382,7 @@ impl KvVnode {
     }
 
     /// Which of `items` this replica holds exactly (same key, same bytes).
-    pub(super) fn aae_holds(&self, items: &[HandoffItem]) -> Result<KvResponse, KvError> {
+    pub(super) fn aae_holds(&mut self, items: &[HandoffItem]) -> Result<KvResponse, KvError> {
         let mut held = Vec::new();
         for item in items {
             let same = self

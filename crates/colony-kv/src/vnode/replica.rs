@@ -17,7 +17,7 @@ const MAX_SIBLINGS: usize = 100;
 impl KvVnode {
     /// The key's stored state, without decoding it.
     pub(super) fn fetch(
-        &self,
+        &mut self,
         bucket: &[u8],
         key: &[u8],
         hash: u64,
@@ -183,7 +183,7 @@ impl KvVnode {
     }
 
     /// Up to `max` hints kept for `node`, with the keys' current states.
-    pub(super) fn hints_for(&self, node: &NodeId, max: usize) -> Result<KvResponse, KvError> {
+    pub(super) fn hints_for(&mut self, node: &NodeId, max: usize) -> Result<KvResponse, KvError> {
         let prefix = store::hint_prefix(self.partition, node.as_str());
         let mut items = Vec::new();
         for item in self.store.hints().prefix(&prefix).take(max) {

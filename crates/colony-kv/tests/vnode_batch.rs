@@ -1,0 +1,244 @@
+//! A batch of requests on one vnode, driven through a real `KvVnode` on a
+//! real store the way the runtime drives it: every request handled, then
+//! one commit. A key written many times in a batch is encoded once, at the
+//! commit; these tests hold that every reader in between still sees the
+//! latest write, and that what is stored afterwards (entries, counts, the
+//! anti-entropy tree) is what one write at a time would have left.
+#![allow(clippy::unwrap_used)]
+
+use bytes::Bytes;
+use colony_core::vnode::Vnode;
+use colony_core::{NodeId, PartitionId};
+use colony_kv::crdt::Doc;
+use colony_kv::store::{Store, StoreConfig};
+use colony_kv::vnode::{KvRequest, KvResponse, KvVnode, Limits};
+use colony_kv::{Clock, FsyncPolicy, KeyOp, Reply, SetCond, SetExpire, Value};
+use std::sync::Arc;
+
+const P: PartitionId = PartitionId(5);
+
+struct FixedClock;
+
+impl Clock for FixedClock {
+    fn now_ms(&self) -> u64 {
+        1_000_000
+    }
+}
+
+fn open_store(dir: &std::path::Path) -> Arc<Store> {
+    Store::open(&StoreConfig {
+        path: dir.to_path_buf(),
+        fsync: FsyncPolicy::Never,
+        cache_bytes: 1 << 20,
+    })
+    .unwrap()
+}
+
+fn open(store: &Arc<Store>, seed: u64) -> KvVnode {
+    let limits = Limits {
+        max_value_bytes: 1 << 20,
+        doc_cache_bytes: 256 << 10,
+    };
+    KvVnode::open_seeded(
+        P,
+        &NodeId::new("n1"),
+        store.clone(),
+        Arc::new(FixedClock),
+        limits,
+        seed,
+    )
+    .unwrap()
+}
+
+fn bucket() -> Bytes {
+    Bytes::from_static(b"default")
+}
+
+fn key_req(k: &str, op: KeyOp) -> KvRequest {
+    let key = Bytes::copy_from_slice(k.as_bytes());
+    KvRequest::Key {
+        bucket: bucket(),
+        hash: colony_core::key_hash(&bucket(), &key),
+        key,
+        op,
+    }
+}
+
+fn fetch_req(k: &str) -> KvRequest {
+    let key = Bytes::copy_from_slice(k.as_bytes());
+    KvRequest::Fetch {
+        bucket: bucket(),
+        hash: colony_core::key_hash(&bucket(), &key),
+        key,
+    }
+}
+
+/// Handle every request, then commit once: one batch.
+fn batch(v: &mut KvVnode, reqs: Vec<KvRequest>) -> Vec<KvResponse> {
+    let mut out: Vec<KvResponse> = reqs.into_iter().map(|r| v.handle(r)).collect();
+    v.commit(&mut out);
+    out
+}
+
+fn call(v: &mut KvVnode, req: KvRequest) -> KvResponse {
+    batch(v, vec![req]).pop().unwrap()
+}
+
+fn reply(r: &KvResponse) -> &Reply {
+    match r {
+        KvResponse::Reply(r) => r,
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+fn root(v: &mut KvVnode) -> (u64, u64) {
+    match call(v, KvRequest::AaeInfo) {
+        KvResponse::AaeInfo(t) => (t.root, t.entries),
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+fn keys(v: &mut KvVnode) -> u64 {
+    match call(v, KvRequest::Count) {
+        KvResponse::Counts(c) => c.values().map(|b| b.keys).sum(),
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+fn get(v: &mut KvVnode, k: &str) -> Reply {
+    reply(&call(v, key_req(k, KeyOp::Get))).clone()
+}
+
+/// Versions written to the data keyspace's memtable: a rewrite of a key
+/// with the same bytes still adds one.
+fn versions_written(store: &Store) -> usize {
+    use fjall::AbstractTree;
+    store.data().tree.active_memtable().len()
+}
+
+fn set(value: &str) -> KeyOp {
+    KeyOp::Set {
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        expire: SetExpire::Clear,
+        cond: SetCond::Always,
+        get: false,
+    }
+}
+
+#[test]
+fn a_key_written_many_times_in_a_batch_is_seen_whole_by_every_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let mut v = open(&store, 1);
+    call(&mut v, KvRequest::AaeRebuild { wait: true });
+
+    let mut reqs = Vec::new();
+    for _ in 0..50 {
+        reqs.push(key_req("counter", KeyOp::IncrBy(1)));
+    }
+    // A replica's read of the state, mid-batch.
+    reqs.push(fetch_req("counter"));
+    for _ in 0..25 {
+        reqs.push(key_req("counter", KeyOp::IncrBy(2)));
+    }
+    // A partition-wide read, mid-batch.
+    reqs.push(KvRequest::Scan {
+        bucket: bucket(),
+        from: 0,
+        count: 100,
+        pattern: None,
+        kind: None,
+    });
+    reqs.push(key_req("counter", KeyOp::IncrBy(-1)));
+    reqs.push(key_req("s", KeyOp::SAdd(vec![Bytes::from_static(b"a")])));
+    reqs.push(key_req("s", KeyOp::SAdd(vec![Bytes::from_static(b"b")])));
+    reqs.push(key_req("gone", set("x")));
+    reqs.push(key_req("gone", KeyOp::Del));
+    reqs.push(key_req("s", KeyOp::SCard));
+    let out = batch(&mut v, reqs);
+
+    for (i, r) in out[..50].iter().enumerate() {
+        assert_eq!(reply(r), &Reply::Int(i as i64 + 1));
+    }
+    let KvResponse::Doc(Some(doc)) = &out[50] else {
+        panic!("unexpected answer {:?}", out[50]);
+    };
+    let seen = Doc::decode(doc).unwrap().view().unwrap();
+    assert_eq!(seen.value, Value::Str(Bytes::from_static(b"50")));
+    for (i, r) in out[51..76].iter().enumerate() {
+        assert_eq!(reply(r), &Reply::Int(50 + 2 * (i as i64 + 1)));
+    }
+    let KvResponse::Page { keys: page, .. } = &out[76] else {
+        panic!("unexpected answer {:?}", out[76]);
+    };
+    assert_eq!(page, &vec![Bytes::from_static(b"counter")]);
+    assert_eq!(reply(&out[77]), &Reply::Int(99));
+    assert_eq!(reply(&out[82]), &Reply::Int(2));
+
+    // The tree kept in step by the batch is the one the store gives.
+    let kept = root(&mut v);
+    call(&mut v, KvRequest::AaeRebuild { wait: true });
+    assert_eq!(kept, root(&mut v));
+    assert_eq!(kept.1, 2, "counter and s are stored, gone is not");
+    assert_eq!(keys(&mut v), 2);
+
+    // A fresh vnode on the same store reads what the batch stored.
+    drop(v);
+    let mut v = open(&store, 2);
+    assert_eq!(
+        get(&mut v, "counter"),
+        Reply::Bulk(Bytes::from_static(b"99"))
+    );
+    assert_eq!(get(&mut v, "gone"), Reply::Nil);
+    assert_eq!(keys(&mut v), 2);
+}
+
+#[test]
+fn a_write_that_changes_nothing_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let mut v = open(&store, 3);
+    call(&mut v, KvRequest::AaeRebuild { wait: true });
+    let m = || vec![Bytes::from_static(b"m")];
+    assert_eq!(
+        reply(&call(&mut v, key_req("s", KeyOp::SAdd(m())))),
+        &Reply::Int(1)
+    );
+    let hset = || KeyOp::HSet {
+        pairs: vec![(Bytes::from_static(b"f"), Bytes::from_static(b"v"))],
+        nx: false,
+    };
+    assert_eq!(reply(&call(&mut v, key_req("h", hset()))), &Reply::Int(1));
+    call(&mut v, key_req("k", set("same")));
+    let fetch = |v: &mut KvVnode, k: &str| match call(v, fetch_req(k)) {
+        KvResponse::Doc(d) => d,
+        other => panic!("unexpected answer {other:?}"),
+    };
+    let before: Vec<_> = ["s", "h", "k"].iter().map(|k| fetch(&mut v, k)).collect();
+    let root_before = root(&mut v);
+    let written = versions_written(&store);
+
+    let out = batch(
+        &mut v,
+        vec![
+            key_req("s", KeyOp::SAdd(m())),
+            key_req("h", hset()),
+            key_req("k", set("same")),
+        ],
+    );
+    assert_eq!(reply(&out[0]), &Reply::Int(0));
+    assert_eq!(reply(&out[1]), &Reply::Int(0));
+    assert_eq!(reply(&out[2]), &Reply::Ok);
+
+    // Byte for byte the same states: no new dot, no new stamp.
+    let after: Vec<_> = ["s", "h", "k"].iter().map(|k| fetch(&mut v, k)).collect();
+    assert_eq!(before, after);
+    assert_eq!(root_before, root(&mut v));
+    assert_eq!(written, versions_written(&store), "nothing was stored");
+
+    // A write that does change the key still lands.
+    call(&mut v, key_req("k", set("other")));
+    assert_eq!(get(&mut v, "k"), Reply::Bulk(Bytes::from_static(b"other")));
+    assert_ne!(before[2], fetch(&mut v, "k"));
+    assert_eq!(written + 1, versions_written(&store));
+}
