@@ -372,6 +372,28 @@ impl KvVnode {
         }
         let now = self.clock.now_ms();
         let skey = store::data_key(self.partition, bucket, hash, key);
+        if read_only(&op) {
+            // A read of a state in memory looks at it in place: no take and
+            // put back.
+            let found = match self.unsettled.get(&skey) {
+                Some(u) => Some(u.doc.view()),
+                None => self.docs.peek(&skey).map(|c| c.doc.view()),
+            };
+            // A key found expired is deleted by the read: the path below.
+            if let Some(view) = found.filter(|v| !v.as_ref().is_some_and(|o| o.is_expired(now))) {
+                let mut ctx = Ctx {
+                    now_ms: now,
+                    rng: &mut self.rng,
+                };
+                let Applied { write, out } = apply::apply(op, view, &mut ctx);
+                if !matches!(write, Write::None) {
+                    return Err(KvError::Storage(
+                        "internal: a read-only command tried to write".into(),
+                    ));
+                }
+                return Ok((response(out), None));
+            }
+        }
         let Stored {
             doc: stored,
             hash: old_hash,
@@ -388,10 +410,7 @@ impl KvVnode {
             rng: &mut self.rng,
         };
         let Applied { write, out } = apply::apply(op, live.clone(), &mut ctx);
-        let out = match out {
-            Out::Reply(r) => KvResponse::Reply(r),
-            Out::Object(o) => KvResponse::Object(o),
-        };
+        let out = response(out);
         // The limit is on the value a client sees, not on its causal
         // bookkeeping.
         let too_large = match &write {
@@ -680,6 +699,45 @@ impl KvVnode {
         }
         self.flush_pending(false)
     }
+}
+
+fn response(out: Out) -> KvResponse {
+    match out {
+        Out::Reply(r) => KvResponse::Reply(r),
+        Out::Object(o) => KvResponse::Object(o),
+    }
+}
+
+/// Whether `op` only reads a live key (a key found expired is deleted,
+/// whatever the op).
+fn read_only(op: &KeyOp) -> bool {
+    use KeyOp::*;
+    matches!(
+        op,
+        Exists
+            | Type
+            | Ttl { .. }
+            | Fetch
+            | Get
+            | StrLen
+            | GetRange { .. }
+            | HGet(_)
+            | HMGet(_)
+            | HGetAll
+            | HKeys
+            | HVals
+            | HLen
+            | HExists(_)
+            | HStrLen(_)
+            | HRandField { .. }
+            | HScan { .. }
+            | SMembers
+            | SIsMember(_)
+            | SMIsMember(_)
+            | SCard
+            | SRandMember(_)
+            | SScan { .. }
+    )
 }
 
 /// How an operation changes a counter, if it is an increment: those merge

@@ -150,6 +150,7 @@ fn a_key_written_many_times_in_a_batch_is_seen_whole_by_every_reader() {
         kind: None,
     });
     reqs.push(key_req("counter", KeyOp::IncrBy(-1)));
+    reqs.push(key_req("counter", KeyOp::Get));
     reqs.push(key_req("s", KeyOp::SAdd(vec![Bytes::from_static(b"a")])));
     reqs.push(key_req("s", KeyOp::SAdd(vec![Bytes::from_static(b"b")])));
     reqs.push(key_req("gone", set("x")));
@@ -173,7 +174,8 @@ fn a_key_written_many_times_in_a_batch_is_seen_whole_by_every_reader() {
     };
     assert_eq!(page, &vec![Bytes::from_static(b"counter")]);
     assert_eq!(reply(&out[77]), &Reply::Int(99));
-    assert_eq!(reply(&out[82]), &Reply::Int(2));
+    assert_eq!(reply(&out[78]), &Reply::Bulk(Bytes::from_static(b"99")));
+    assert_eq!(reply(&out[83]), &Reply::Int(2));
 
     // The tree kept in step by the batch is the one the store gives.
     let kept = root(&mut v);
@@ -241,4 +243,50 @@ fn a_write_that_changes_nothing_stores_nothing() {
     assert_eq!(get(&mut v, "k"), Reply::Bulk(Bytes::from_static(b"other")));
     assert_ne!(before[2], fetch(&mut v, "k"));
     assert_eq!(written + 1, versions_written(&store));
+}
+
+struct SteppedClock(std::sync::atomic::AtomicU64);
+
+impl Clock for SteppedClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_read_of_a_cached_key_that_has_expired_deletes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let clock = Arc::new(SteppedClock(std::sync::atomic::AtomicU64::new(1_000_000)));
+    let limits = Limits {
+        max_value_bytes: 1 << 20,
+        doc_cache_bytes: 256 << 10,
+    };
+    let mut v =
+        KvVnode::open_seeded(P, &NodeId::new("n1"), store, clock.clone(), limits, 4).unwrap();
+    let op = KeyOp::Set {
+        value: Bytes::from_static(b"v"),
+        expire: SetExpire::At(1_000_100),
+        cond: SetCond::Always,
+        get: false,
+    };
+    call(&mut v, key_req("k", op));
+    // Cached by the write, read in place while live.
+    assert_eq!(get(&mut v, "k"), Reply::Bulk(Bytes::from_static(b"v")));
+    assert_eq!(keys(&mut v), 1);
+    clock
+        .0
+        .store(1_000_100, std::sync::atomic::Ordering::SeqCst);
+    let out = batch(
+        &mut v,
+        vec![
+            key_req("k", KeyOp::Exists),
+            key_req("k", KeyOp::Get),
+            key_req("k", KeyOp::StrLen),
+        ],
+    );
+    assert_eq!(reply(&out[0]), &Reply::Int(0));
+    assert_eq!(reply(&out[1]), &Reply::Nil);
+    assert_eq!(reply(&out[2]), &Reply::Int(0));
+    assert_eq!(keys(&mut v), 0, "the read deleted the expired key");
 }

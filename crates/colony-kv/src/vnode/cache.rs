@@ -8,11 +8,15 @@
 //! overhead for the decoded structure and the map entry), good enough to
 //! bound memory, not to account for it exactly.
 //!
-//! When full, it evicts the least recently used entry. Every use of an
-//! entry takes it out and puts it back, so a queue of keys in the order
-//! they were put back is the recency order; a queue entry whose generation
-//! no longer matches the map's is stale (the key was put back since, or
-//! removed) and is skipped. Stale entries are swept out when they outnumber
+//! When full, it evicts the least recently used entry. A write takes an
+//! entry out and puts it back, so a queue of keys in the order they were
+//! put back is the recency order; a queue entry whose generation no longer
+//! matches the map's is stale (the key was put back since, or removed) and
+//! is skipped. A read only peeks, which marks the entry: a marked entry at
+//! the front of the queue is unmarked and sent to the back instead of
+//! evicted (a second chance, as in CLOCK), so a key that is only read stays
+//! while it is read, without the map and queue churn of a put-back on
+//! every read. Stale entries are swept out when they outnumber
 //! live ones, so eviction and upkeep are O(1) amortized. (The first version
 //! evicted the map's first key: each eviction then scanned further through
 //! the emptied front of the table, 7% of a random-read load's CPU.)
@@ -82,8 +86,9 @@ pub(super) struct CachedDoc {
 }
 
 pub(super) struct DocCache {
-    /// Each entry with the generation it was last put back in.
-    docs: HashMap<Vec<u8>, (CachedDoc, u64), KeyHasher>,
+    /// Each entry with the generation it was last put back in, and whether
+    /// it was read since.
+    docs: HashMap<Vec<u8>, (CachedDoc, u64, bool), KeyHasher>,
     /// Keys in the order they were put back, oldest first, with the
     /// generation they were put back in.
     recency: VecDeque<(Vec<u8>, u64)>,
@@ -110,8 +115,15 @@ impl DocCache {
     /// Take the key's entry out (the caller puts it back if it stays
     /// current).
     pub(super) fn take(&mut self, key: &[u8]) -> Option<CachedDoc> {
-        let (c, _) = self.docs.remove(key)?;
+        let (c, _, _) = self.docs.remove(key)?;
         self.bytes -= Self::cost(key, c.len);
+        Some(c)
+    }
+
+    /// The key's entry, left in place and marked as read.
+    pub(super) fn peek(&mut self, key: &[u8]) -> Option<&CachedDoc> {
+        let (c, _, read) = self.docs.get_mut(key)?;
+        *read = true;
         Some(c)
     }
 
@@ -133,21 +145,32 @@ impl DocCache {
             let Some((victim, generation)) = self.recency.pop_front() else {
                 break;
             };
-            if let Entry::Occupied(e) = self.docs.entry(victim) {
-                if e.get().1 == generation {
-                    let (k, (c, _)) = e.remove_entry();
-                    self.bytes -= Self::cost(&k, c.len);
+            match self.docs.get_mut(&victim) {
+                Some((_, g, read)) if *g == generation && *read => {
+                    // Read since it was put back: a second chance.
+                    *read = false;
+                    self.generation += 1;
+                    *g = self.generation;
+                    self.recency.push_back((victim, self.generation));
                 }
+                Some((_, g, _)) if *g == generation => {
+                    if let Entry::Occupied(e) = self.docs.entry(victim) {
+                        let (k, (c, _, _)) = e.remove_entry();
+                        self.bytes -= Self::cost(&k, c.len);
+                    }
+                }
+                // Stale: put back since, or gone.
+                _ => {}
             }
         }
         self.generation += 1;
         self.bytes += cost;
         self.recency.push_back((key.clone(), self.generation));
-        self.docs.insert(key, (c, self.generation));
+        self.docs.insert(key, (c, self.generation, false));
         if self.recency.len() > 2 * self.docs.len() + 64 {
             let docs = &self.docs;
             self.recency
-                .retain(|(k, g)| docs.get(k).is_some_and(|(_, live)| live == g));
+                .retain(|(k, g)| docs.get(k).is_some_and(|(_, live, _)| live == g));
         }
     }
 
@@ -259,6 +282,39 @@ mod tests {
         }
         for i in 20..110u32 {
             assert!(c.take(&i.to_be_bytes()).is_some(), "{i} kept");
+        }
+    }
+
+    #[test]
+    fn an_entry_read_since_it_was_kept_gets_a_second_chance() {
+        let per_entry = DocCache::cost(&[0; 4], 10);
+        let mut c = DocCache::new(per_entry * 100);
+        for i in 0..100u32 {
+            c.keep(i.to_be_bytes().to_vec(), entry(10));
+        }
+        // Read the first ten (peek, as the vnode does for reads).
+        for i in 0..10u32 {
+            assert!(c.peek(&i.to_be_bytes()).is_some());
+        }
+        // Ten new keys evict the ten oldest not read: 10..20.
+        for i in 100..110u32 {
+            c.keep(i.to_be_bytes().to_vec(), entry(10));
+        }
+        assert_eq!(c.len(), 100);
+        assert_eq!(c.bytes(), 100 * per_entry);
+        for i in 10..20u32 {
+            assert!(c.peek(&i.to_be_bytes()).is_none(), "{i} evicted");
+        }
+        // The second chance is spent: unread since, 0..10 go next.
+        for i in 20..110u32 {
+            assert!(c.take(&i.to_be_bytes()).is_some(), "{i} kept");
+            c.keep(i.to_be_bytes().to_vec(), entry(10));
+        }
+        for i in 110..120u32 {
+            c.keep(i.to_be_bytes().to_vec(), entry(10));
+        }
+        for i in 0..10u32 {
+            assert!(c.peek(&i.to_be_bytes()).is_none(), "{i} evicted at last");
         }
     }
 
