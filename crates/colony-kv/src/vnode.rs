@@ -211,6 +211,12 @@ impl KvVnode {
                 unsettled: false,
             });
         }
+        self.load_doc(skey)
+    }
+
+    /// The key's state decoded from the store (or this batch's pending
+    /// writes), for a key known to be in neither the cache nor `unsettled`.
+    fn load_doc(&mut self, skey: &[u8]) -> Result<Stored, KvError> {
         let found = self.with_stored(skey, |v| {
             let hash = crate::aae::tree::entry_hash(skey, v);
             Ok((Doc::decode(v)?, hash, v.len()))
@@ -372,6 +378,8 @@ impl KvVnode {
         }
         let now = self.clock.now_ms();
         let skey = store::data_key(self.partition, bucket, hash, key);
+        // Whether the state may be in memory (the cache or `unsettled`).
+        let mut in_memory = true;
         if read_only(&op) {
             // A read of a state in memory looks at it in place: no take and
             // put back.
@@ -379,6 +387,7 @@ impl KvVnode {
                 Some(u) => Some(u.doc.view()),
                 None => self.docs.peek(&skey).map(|c| c.doc.view()),
             };
+            in_memory = found.is_some();
             // A key found expired is deleted by the read: the path below.
             if let Some(view) = found.filter(|v| !v.as_ref().is_some_and(|o| o.is_expired(now))) {
                 let mut ctx = Ctx {
@@ -399,7 +408,11 @@ impl KvVnode {
             hash: old_hash,
             len: old_len,
             unsettled,
-        } = self.take_doc(&skey)?;
+        } = if in_memory {
+            self.take_doc(&skey)?
+        } else {
+            self.load_doc(&skey)?
+        };
         let before = stored.as_ref().and_then(Self::presence);
         let view = stored.as_ref().and_then(Doc::view);
         let expired = view.as_ref().is_some_and(|o| o.is_expired(now));
