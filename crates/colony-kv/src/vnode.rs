@@ -462,9 +462,11 @@ impl KvVnode {
         } else {
             doc.update(live.as_ref(), change, hint, self.actor, stamp) | expired
         };
-        if !changed {
+        if !changed && !want_doc {
             // A write that changes nothing (SADD of a member already
-            // there): nothing to store, nothing to replicate.
+            // there): nothing to store. (A replicated write still hands
+            // its state on: this replica may be the only one holding it,
+            // and the write's quorum must.)
             if existed {
                 self.put_back(skey, doc, old_hash, old_len, unsettled);
             }

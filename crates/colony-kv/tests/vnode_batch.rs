@@ -238,7 +238,29 @@ fn a_write_that_changes_nothing_stores_nothing() {
     assert_eq!(root_before, root(&mut v));
     assert_eq!(written, versions_written(&store), "nothing was stored");
 
+    // Leading a replicated write, the vnode hands its state on even when
+    // the write changed nothing: it may be the only replica holding it.
+    let key = Bytes::from_static(b"s");
+    let led = call(
+        &mut v,
+        KvRequest::Lead {
+            bucket: bucket(),
+            hash: colony_core::key_hash(&bucket(), &key),
+            key,
+            op: KeyOp::SAdd(m()),
+            hints: Vec::new(),
+        },
+    );
+    match led {
+        KvResponse::Led { out, doc, .. } => {
+            assert_eq!(reply(&out), &Reply::Int(0));
+            assert_eq!(doc, before[0], "the unchanged state, for the replicas");
+        }
+        other => panic!("unexpected answer {other:?}"),
+    }
+
     // A write that does change the key still lands.
+    let written = versions_written(&store);
     call(&mut v, key_req("k", set("other")));
     assert_eq!(get(&mut v, "k"), Reply::Bulk(Bytes::from_static(b"other")));
     assert_ne!(before[2], fetch(&mut v, "k"));

@@ -28,8 +28,9 @@ pub async fn write<T: ReplicaTransport>(
         return Err(tally.unmet("write"));
     };
     let Some(doc) = doc else {
-        // Nothing changed (SADD of a member already there, an error
-        // reply): nothing to replicate.
+        // Nothing written (an error reply, a SREM of an absent member):
+        // nothing to replicate. A write that left the leader's state as it
+        // was still returns it, since the leader may be its only holder.
         return Ok(out);
     };
     let (tx, mut rx) = mpsc::channel(targets.len().max(1));
