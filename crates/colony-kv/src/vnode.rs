@@ -40,6 +40,8 @@ struct Stored {
     /// The state was written earlier in this batch and not yet encoded
     /// (see [`KvVnode::unsettled`]); `hash` is still the stored entry's.
     unsettled: bool,
+    /// The stored entry itself, when the cache kept it.
+    encoded: Option<Bytes>,
 }
 
 /// A key's state written in this batch, not yet encoded or staged.
@@ -201,6 +203,7 @@ impl KvVnode {
                 hash: u.stored_hash,
                 len: 0,
                 unsettled: true,
+                encoded: None,
             });
         }
         if let Some(c) = self.docs.take(skey) {
@@ -209,6 +212,7 @@ impl KvVnode {
                 hash: Some(c.hash),
                 len: c.len,
                 unsettled: false,
+                encoded: c.encoded,
             });
         }
         self.load_doc(skey)
@@ -227,12 +231,14 @@ impl KvVnode {
                 hash: Some(hash),
                 len,
                 unsettled: false,
+                encoded: None,
             },
             None => Stored {
                 doc: None,
                 hash: None,
                 len: 0,
                 unsettled: false,
+                encoded: None,
             },
         })
     }
@@ -245,11 +251,12 @@ impl KvVnode {
         stored_hash: Option<u64>,
         len: usize,
         unsettled: bool,
+        encoded: Option<Bytes>,
     ) {
         if unsettled {
             self.unsettled.insert(skey, Unsettled { doc, stored_hash });
         } else if let Some(h) = stored_hash {
-            self.keep_doc(skey, doc, h, len);
+            self.keep_doc(skey, doc, h, len, encoded);
         }
     }
 
@@ -260,7 +267,7 @@ impl KvVnode {
         let hash = self
             .stage_known(skey.clone(), Some(encoded), Some(u.stored_hash))
             .unwrap_or_default();
-        self.keep_doc(skey, u.doc, hash, len);
+        self.keep_doc(skey, u.doc, hash, len, None);
     }
 
     /// Settle every unsettled state into this batch's pending writes.
@@ -278,14 +285,22 @@ impl KvVnode {
     }
 
     /// Keep `doc` as the key's current state (its stored entry hashes to
-    /// `hash`), if it is small enough.
-    fn keep_doc(&mut self, skey: Vec<u8>, doc: Doc, hash: u64, encoded_len: usize) {
+    /// `hash`; `encoded`, if given, is that entry), if it is small enough.
+    fn keep_doc(
+        &mut self,
+        skey: Vec<u8>,
+        doc: Doc,
+        hash: u64,
+        encoded_len: usize,
+        encoded: Option<Bytes>,
+    ) {
         self.docs.keep(
             skey,
             CachedDoc {
                 doc,
                 hash,
                 len: encoded_len,
+                encoded,
             },
         );
     }
@@ -408,6 +423,7 @@ impl KvVnode {
             hash: old_hash,
             len: old_len,
             unsettled,
+            encoded: old_encoded,
         } = if in_memory {
             self.take_doc(&skey)?
         } else {
@@ -438,7 +454,7 @@ impl KvVnode {
         if (matches!(write, Write::None) && !expired) || too_large.is_some() {
             // Nothing staged: the state read is still the current one.
             if let Some(doc) = stored {
-                self.put_back(skey, doc, old_hash, old_len, unsettled);
+                self.put_back(skey, doc, old_hash, old_len, unsettled, old_encoded);
             }
             return Ok(match too_large {
                 Some(err) => (KvResponse::Reply(Reply::Error(err)), None),
@@ -468,7 +484,7 @@ impl KvVnode {
             // its state on: this replica may be the only one holding it,
             // and the write's quorum must.)
             if existed {
-                self.put_back(skey, doc, old_hash, old_len, unsettled);
+                self.put_back(skey, doc, old_hash, old_len, unsettled, old_encoded);
             }
             return Ok((out, None));
         }
@@ -507,7 +523,7 @@ impl KvVnode {
             hints,
             Some(old_hash),
         );
-        self.keep_doc(skey, doc, new_hash, encoded.len());
+        self.keep_doc(skey, doc, new_hash, encoded.len(), Some(encoded.clone()));
         Ok((out, want_doc.then_some(encoded)))
     }
 

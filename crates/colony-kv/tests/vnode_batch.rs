@@ -312,3 +312,103 @@ fn a_read_of_a_cached_key_that_has_expired_deletes_it() {
     assert_eq!(reply(&out[2]), &Reply::Int(0));
     assert_eq!(keys(&mut v), 0, "the read deleted the expired key");
 }
+
+fn merge_req(k: &str, doc: &Bytes) -> KvRequest {
+    let key = Bytes::copy_from_slice(k.as_bytes());
+    KvRequest::Merge {
+        bucket: bucket(),
+        hash: colony_core::key_hash(&bucket(), &key),
+        key,
+        doc: doc.clone(),
+        hints: Vec::new(),
+    }
+}
+
+fn fetched(r: &KvResponse) -> Option<Bytes> {
+    match r {
+        KvResponse::Doc(d) => d.clone(),
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+fn shown(doc: &Bytes) -> Value {
+    Doc::decode(doc).unwrap().view().unwrap().value
+}
+
+/// A replica answers a coordinator's fetch from its cache of states and
+/// merges into the cached state: every answer is the latest state, and what
+/// it hands out is byte for byte what the store holds.
+#[test]
+fn a_replica_fetches_and_merges_through_its_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let mut v = open(&store, 1);
+    call(&mut v, KvRequest::AaeRebuild { wait: true });
+    // The states another replica sends: "a", then "b" written over it.
+    let src_dir = tempfile::tempdir().unwrap();
+    let src_store = open_store(src_dir.path());
+    let mut src = open(&src_store, 9);
+    call(&mut src, key_req("k", set("a")));
+    let doc_a = fetched(&call(&mut src, fetch_req("k"))).unwrap();
+    call(&mut src, key_req("k", set("b")));
+    let doc_b = fetched(&call(&mut src, fetch_req("k"))).unwrap();
+
+    assert_eq!(fetched(&call(&mut v, fetch_req("k"))), None);
+    let KvResponse::Merged { changed, .. } = call(&mut v, merge_req("k", &doc_a)) else {
+        panic!("not a merge answer");
+    };
+    assert_eq!(changed, None, "nothing known beyond what was sent");
+    let first = fetched(&call(&mut v, fetch_req("k"))).unwrap();
+    assert_eq!(shown(&first), Value::Str(Bytes::from_static(b"a")));
+
+    // One batch: a newer state, a read, the older state again (this replica
+    // knows more, and says so), a read; a local write to another key and
+    // its read before the batch is encoded.
+    let out = batch(
+        &mut v,
+        vec![
+            merge_req("k", &doc_b),
+            fetch_req("k"),
+            merge_req("k", &doc_a),
+            fetch_req("k"),
+            key_req("other", set("x")),
+            fetch_req("other"),
+        ],
+    );
+    let b = Value::Str(Bytes::from_static(b"b"));
+    assert_eq!(shown(&fetched(&out[1]).unwrap()), b);
+    let KvResponse::Merged {
+        changed: Some(knew),
+        ..
+    } = &out[2]
+    else {
+        panic!(
+            "the stale merge should answer the newer state: {:?}",
+            out[2]
+        );
+    };
+    assert_eq!(shown(knew), b);
+    let latest = fetched(&out[3]).unwrap();
+    assert_eq!(shown(&latest), b);
+    assert_eq!(
+        shown(&fetched(&out[5]).unwrap()),
+        Value::Str(Bytes::from_static(b"x"))
+    );
+    // Answered again from the cache, after the commit.
+    let cached = fetched(&call(&mut v, fetch_req("k"))).unwrap();
+    assert_eq!(cached, latest);
+    let kept = root(&mut v);
+    call(&mut v, KvRequest::AaeRebuild { wait: true });
+    assert_eq!(kept, root(&mut v), "the tree kept in step is the store's");
+
+    // A fresh vnode reads the store: the same bytes, on a miss and on the
+    // hit that follows it.
+    drop(v);
+    let mut fresh = open(&store, 2);
+    assert_eq!(fetched(&call(&mut fresh, fetch_req("k"))).unwrap(), latest);
+    assert_eq!(fetched(&call(&mut fresh, fetch_req("k"))).unwrap(), latest);
+    assert_eq!(
+        get(&mut fresh, "other"),
+        Reply::Bulk(Bytes::from_static(b"x"))
+    );
+}

@@ -39,6 +39,10 @@ const ENTRY_OVERHEAD: usize = 1152;
 /// header and the generation.
 const QUEUE_OVERHEAD: usize = 48;
 
+/// What holding an entry's encoded state costs beyond its bytes: the
+/// shared buffer's header and the allocator's rounding.
+const ENCODED_OVERHEAD: usize = 64;
+
 /// Hashes storage keys with xxh3 under a random seed: a cache access
 /// hashes a key several times, and std's SipHash cost 6% of a random-read
 /// load's CPU. (The vnode's batch of pending writes uses it too.) (Seeded per cache, so clients cannot aim keys at one slot
@@ -83,6 +87,11 @@ pub(super) struct CachedDoc {
     pub(super) hash: u64,
     /// The encoded state's length.
     pub(super) len: usize,
+    /// The encoded state itself, when the code that kept the entry had it
+    /// at hand (a replicated write, a replica's fetch): a coordinator's
+    /// fetch of a hot key then costs neither a store lookup nor an encode.
+    /// Charged to the budget when held.
+    pub(super) encoded: Option<bytes::Bytes>,
 }
 
 pub(super) struct DocCache {
@@ -108,15 +117,16 @@ impl DocCache {
         }
     }
 
-    fn cost(key: &[u8], len: usize) -> usize {
-        2 * key.len() + len + ENTRY_OVERHEAD + QUEUE_OVERHEAD
+    fn cost(key: &[u8], c: &CachedDoc) -> usize {
+        let held = c.encoded.as_ref().map_or(0, |e| e.len() + ENCODED_OVERHEAD);
+        2 * key.len() + c.len + held + ENTRY_OVERHEAD + QUEUE_OVERHEAD
     }
 
     /// Take the key's entry out (the caller puts it back if it stays
     /// current).
     pub(super) fn take(&mut self, key: &[u8]) -> Option<CachedDoc> {
         let (c, _, _) = self.docs.remove(key)?;
-        self.bytes -= Self::cost(key, c.len);
+        self.bytes -= Self::cost(key, &c);
         Some(c)
     }
 
@@ -137,7 +147,7 @@ impl DocCache {
     /// kept.
     pub(super) fn keep(&mut self, key: Vec<u8>, c: CachedDoc) {
         self.remove(&key);
-        let cost = Self::cost(&key, c.len);
+        let cost = Self::cost(&key, &c);
         if cost > self.budget / 16 {
             return;
         }
@@ -156,7 +166,7 @@ impl DocCache {
                 Some((_, g, _)) if *g == generation => {
                     if let Entry::Occupied(e) = self.docs.entry(victim) {
                         let (k, (c, _, _)) = e.remove_entry();
-                        self.bytes -= Self::cost(&k, c.len);
+                        self.bytes -= Self::cost(&k, &c);
                     }
                 }
                 // Stale: put back since, or gone.
@@ -205,6 +215,7 @@ mod tests {
             doc: Doc::default(),
             hash: len as u64,
             len,
+            encoded: None,
         }
     }
 
@@ -222,7 +233,7 @@ mod tests {
             );
             c.keep(key, entry(100));
         }
-        let per_entry = DocCache::cost(&[0; 4], 100);
+        let per_entry = DocCache::cost(&[0; 4], &entry(100));
         assert_eq!(c.len(), (1 << 20) / per_entry, "evicts only what it must");
         assert_eq!(c.bytes(), c.len() * per_entry);
     }
@@ -235,7 +246,7 @@ mod tests {
         c.keep(b"a".to_vec(), entry(30));
         assert_eq!(
             c.bytes(),
-            DocCache::cost(b"a", 30) + DocCache::cost(b"b", 20)
+            DocCache::cost(b"a", &entry(30)) + DocCache::cost(b"b", &entry(20))
         );
         assert_eq!(c.take(b"a").map(|e| e.len), Some(30));
         c.remove(b"b");
@@ -258,7 +269,7 @@ mod tests {
 
     #[test]
     fn evicts_the_least_recently_used_entry() {
-        let per_entry = DocCache::cost(&[0; 4], 10);
+        let per_entry = DocCache::cost(&[0; 4], &entry(10));
         let mut c = DocCache::new(per_entry * 100);
         for i in 0..100u32 {
             c.keep(i.to_be_bytes().to_vec(), entry(10));
@@ -287,7 +298,7 @@ mod tests {
 
     #[test]
     fn an_entry_read_since_it_was_kept_gets_a_second_chance() {
-        let per_entry = DocCache::cost(&[0; 4], 10);
+        let per_entry = DocCache::cost(&[0; 4], &entry(10));
         let mut c = DocCache::new(per_entry * 100);
         for i in 0..100u32 {
             c.keep(i.to_be_bytes().to_vec(), entry(10));

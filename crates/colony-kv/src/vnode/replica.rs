@@ -15,7 +15,9 @@ const WARN_SIBLINGS: usize = 25;
 const MAX_SIBLINGS: usize = 100;
 
 impl KvVnode {
-    /// The key's stored state, without decoding it.
+    /// The key's stored state, encoded. A state in the cache is answered
+    /// from there (a coordinator fetches a hot key from every replica on
+    /// each read); one read from the store is kept there.
     pub(super) fn fetch(
         &mut self,
         bucket: &[u8],
@@ -23,7 +25,25 @@ impl KvVnode {
         hash: u64,
     ) -> Result<KvResponse, KvError> {
         let skey = store::data_key(self.partition, bucket, hash, key);
+        if let Some(u) = self.unsettled.remove(&skey) {
+            self.settle(skey.clone(), u);
+        }
+        if let Some(c) = self.docs.peek(&skey) {
+            let raw = match &c.encoded {
+                Some(e) => e.clone(),
+                None => c.doc.encode(),
+            };
+            return Ok(KvResponse::Doc(Some(raw)));
+        }
         let raw = self.with_stored(&skey, |v| Ok(Bytes::copy_from_slice(v)))?;
+        if let Some(raw) = &raw {
+            // A state that does not decode is answered as stored: the
+            // coordinator reports it.
+            if let Ok(doc) = Doc::decode(raw) {
+                let entry_hash = crate::aae::tree::entry_hash(&skey, raw);
+                self.keep_doc(skey, doc, entry_hash, raw.len(), Some(raw.clone()));
+            }
+        }
         Ok(KvResponse::Doc(raw))
     }
 
@@ -43,8 +63,9 @@ impl KvVnode {
         Ok(KvResponse::Merged { changed, durable })
     }
 
-    /// Merge `theirs` into the stored state of `skey`; returns the merged
-    /// state if it differs from `theirs` (this replica knew more).
+    /// Merge `theirs` into the state of `skey` (the cached one, or the
+    /// stored one); returns the merged state if it differs from `theirs`
+    /// (this replica knew more).
     pub(super) fn merge_doc(
         &mut self,
         bucket: &Bytes,
@@ -54,7 +75,13 @@ impl KvVnode {
         hints: &[NodeId],
     ) -> Result<Option<Bytes>, KvError> {
         self.hlc.observe(theirs.max_stamp());
-        let mine = self.with_stored(&skey, Doc::decode)?;
+        let super::Stored {
+            doc: mine,
+            hash: old_hash,
+            len: old_len,
+            unsettled,
+            encoded: old_encoded,
+        } = self.take_doc(&skey)?;
         let before = mine.as_ref().and_then(Self::presence);
         let (merged, knew_more) = match mine {
             None => (theirs, false),
@@ -64,12 +91,23 @@ impl KvVnode {
                 let knew_more = m != theirs;
                 if m == unchanged && hints.is_empty() {
                     // Nothing new here: no write at all.
-                    return Ok(knew_more.then(|| m.encode()));
+                    let out = knew_more.then(|| old_encoded.clone().unwrap_or_else(|| m.encode()));
+                    self.put_back(skey, m, old_hash, old_len, unsettled, old_encoded);
+                    return Ok(out);
                 }
                 (m, knew_more)
             }
         };
-        let (encoded, _) = self.put_doc(bucket, key, skey, before, &merged, hints, None);
+        let (encoded, new_hash) = self.put_doc(
+            bucket,
+            key,
+            skey.clone(),
+            before,
+            &merged,
+            hints,
+            Some(old_hash),
+        );
+        self.keep_doc(skey, merged, new_hash, encoded.len(), Some(encoded.clone()));
         Ok(knew_more.then_some(encoded))
     }
 
