@@ -86,28 +86,31 @@ if [ "$SKIP_COLONY" != 1 ]; then
     fi
 fi
 
-# run_benchmarks NAME PORT: appends "name pipeline TEST rps" lines to $WORK/rps.
-run_benchmarks() {
-    local name=$1 port=$2 pipeline run
-    for pipeline in 1 16; do
-        for run in $(seq 1 "$RUNS"); do
-            log "$name: pipeline $pipeline, run $run/$RUNS"
-            timeout "$BENCH_TIMEOUT" redis-benchmark -h "$HOST" -p "$port" -t "$TESTS" \
-                -n "$N" -c "$CLIENTS" -P "$pipeline" --csv </dev/null |
-                awk -F, -v n="$name" -v p="$pipeline" 'NR > 1 {
-                    gsub(/"/, ""); print n, p, $1, $2 }' >>"$WORK/rps"
-        done
-    done
+# bench_once NAME PORT PIPELINE RUN: one redis-benchmark run; appends "name
+# pipeline TEST rps" lines to $WORK/rps.
+bench_once() {
+    local name=$1 port=$2 pipeline=$3 run=$4
+    log "$name: pipeline $pipeline, run $run/$RUNS"
+    timeout "$BENCH_TIMEOUT" redis-benchmark -h "$HOST" -p "$port" -t "$TESTS" \
+        -n "$N" -c "$CLIENTS" -P "$pipeline" --csv </dev/null |
+        awk -F, -v n="$name" -v p="$pipeline" 'NR > 1 {
+            gsub(/"/, ""); print n, p, $1, $2 }' >>"$WORK/rps"
 }
 
+# Runs are interleaved (each server in turn for every run), so a slow patch
+# of this machine hurts every server alike instead of whichever ran then.
 : >"$WORK/rps"
-run_benchmarks redis "$REDIS_PORT"
-if [ -n "$COLONY_PID" ]; then
-    run_benchmarks colony "$COLONY_PORT"
-fi
-if [ -n "$ALT_PORT" ]; then
-    run_benchmarks alt "$ALT_PORT"
-fi
+for pipeline in 1 16; do
+    for run in $(seq 1 "$RUNS"); do
+        bench_once redis "$REDIS_PORT" "$pipeline" "$run"
+        if [ -n "$COLONY_PID" ]; then
+            bench_once colony "$COLONY_PORT" "$pipeline" "$run"
+        fi
+        if [ -n "$ALT_PORT" ]; then
+            bench_once alt "$ALT_PORT" "$pipeline" "$run"
+        fi
+    done
+done
 
 # measure_memory NAME PORT PID: loads MEM_KEYS distinct keys, prints "rss_kib dbsize".
 measure_memory() {
@@ -118,6 +121,7 @@ measure_memory() {
         --keyspace "$MEM_KEYS" --value-size 100 --requests 0 --clients 50 --pipeline 16 \
         --duration "$BENCH_TIMEOUT" --quiet >"$WORK/$name-load.txt"
     dbsize=$(redis-cli -h "$HOST" -p "$port" dbsize 2>/dev/null | tr -dc '0-9')
+    wait_idle "$pid"
     echo "$(rss_kib "$pid") ${dbsize:-n/a}"
 }
 

@@ -305,6 +305,7 @@ measure_persistence() {
         --clients "$CLIENTS" --pipeline 16 --duration "$MEM_DURATION" ||
         die "$kind: loading failed: $(tail -n 3 "$RESULTS/mem-$kind.err")"
     dbsize=$(rcli -p "$port" dbsize | tr -dc '0-9')
+    wait_idle "$pid"
     record "mem.$kind.rss_kib" "$(rss_kib "$pid")"
     record "mem.$kind.dbsize" "$dbsize"
     [ "$kind" != redis ] || redis_settle "$port"

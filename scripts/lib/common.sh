@@ -123,3 +123,24 @@ wait_ready() {
 }
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# cpu_ticks PID: user + system clock ticks the process has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# wait_idle PID [LIMIT_S]: waits until the process used under 3% of a core
+# over a second (its storage engine's flushes and compactions after a load
+# have finished), at most LIMIT_S seconds (default 60). Resident memory read
+# mid-compaction swings by a factor of two between runs.
+wait_idle() {
+    local pid=$1 limit=${2:-60} hz i before after
+    hz=$(getconf CLK_TCK)
+    for i in $(seq 1 "$limit"); do
+        before=$(cpu_ticks "$pid") || return 0
+        sleep 1
+        after=$(cpu_ticks "$pid") || return 0
+        if [ $((after - before)) -le $((hz * 3 / 100)) ]; then
+            return 0
+        fi
+    done
+    log "warning: pid $pid still busy after $limit s; reading it anyway"
+}
