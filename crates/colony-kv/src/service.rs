@@ -80,6 +80,8 @@ pub struct KvService {
 pub struct Router(Arc<RouterInner>);
 
 struct RouterInner {
+    /// Unique in the process: names this router in per-thread memos.
+    id: u64,
     me: NodeId,
     handles: Vec<VnodeHandle<KvVnode>>,
     cluster: OnceLock<Arc<Cluster>>,
@@ -125,7 +127,9 @@ impl KvService {
         let all: Vec<_> = partitioner.partitions().collect();
         let vnodes = VnodeSet::start(all, Arc::new(factory), config.vnode.clone())
             .map_err(KvError::Corrupt)?;
+        static ROUTERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let router = Router(Arc::new(RouterInner {
+            id: ROUTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             me: config.node.clone(),
             handles: vnodes.handles().to_vec(),
             cluster: OnceLock::new(),

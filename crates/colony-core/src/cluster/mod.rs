@@ -94,6 +94,9 @@ pub(crate) struct Inner {
     me: NodeId,
     config: ClusterConfig,
     ring: watch::Sender<Option<Arc<Ring>>>,
+    /// Bumped after every ring installed: a reader that remembers what it
+    /// derived from a ring checks this one atomic instead of the ring.
+    ring_generation: std::sync::atomic::AtomicU64,
     /// Serialises local ring changes (merges stay commutative anyway).
     ring_write: tokio::sync::Mutex<()>,
     rpc: Arc<Rpc>,
@@ -189,6 +192,7 @@ impl Cluster {
                 me,
                 config,
                 ring: ring_tx,
+                ring_generation: std::sync::atomic::AtomicU64::new(0),
                 ring_write: tokio::sync::Mutex::new(()),
                 rpc,
                 membership,
@@ -218,6 +222,15 @@ impl Cluster {
     /// This node's ring; None while it waits to join a cluster.
     pub fn ring(&self) -> Option<Arc<Ring>> {
         self.inner.ring()
+    }
+
+    /// Changes whenever a new ring is installed (after it is visible to
+    /// [`ring`](Self::ring)): what was derived from the ring under one
+    /// generation holds while it stays the same.
+    pub fn ring_generation(&self) -> u64 {
+        self.inner
+            .ring_generation
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn watch_ring(&self) -> watch::Receiver<Option<Arc<Ring>>> {
@@ -534,6 +547,8 @@ impl Inner {
         save_ring(&self.config.ring_path, &ring)?;
         let ring = Arc::new(ring);
         self.ring.send_replace(Some(ring.clone()));
+        self.ring_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         metrics::gauge!("colony_ring_version").set(ring.version().0 as f64);
         Ok(ring)
     }
