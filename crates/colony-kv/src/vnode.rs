@@ -267,6 +267,9 @@ impl KvVnode {
         let hash = self
             .stage_known(skey.clone(), Some(encoded), Some(u.stored_hash))
             .unwrap_or_default();
+        // Without its bytes: a single node's cache stays all decoded (it
+        // measured faster for hot keys than holding the bytes to move
+        // evicted states to the encoded tier).
         self.keep_doc(skey, u.doc, hash, len, None);
     }
 

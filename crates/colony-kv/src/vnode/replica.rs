@@ -1,6 +1,7 @@
 //! The vnode's side of replication: serving a coordinator's reads, merging
 //! states other replicas send, and keeping hints for unreachable replicas.
 
+use super::cache::RawDoc;
 use super::{KvResponse, KvVnode};
 use crate::crdt::{Doc, VersionVector};
 use crate::op::CtxPut;
@@ -28,21 +29,23 @@ impl KvVnode {
         if let Some(u) = self.unsettled.remove(&skey) {
             self.settle(skey.clone(), u);
         }
-        if let Some(c) = self.docs.peek(&skey) {
-            let raw = match &c.encoded {
-                Some(e) => e.clone(),
-                None => c.doc.encode(),
-            };
+        if let Some(raw) = self.docs.peek_encoded(&skey) {
             return Ok(KvResponse::Doc(Some(raw)));
         }
         let raw = self.with_stored(&skey, |v| Ok(Bytes::copy_from_slice(v)))?;
         if let Some(raw) = &raw {
-            // A state that does not decode is answered as stored: the
-            // coordinator reports it.
-            if let Ok(doc) = Doc::decode(raw) {
-                let entry_hash = crate::aae::tree::entry_hash(&skey, raw);
-                self.keep_doc(skey, doc, entry_hash, raw.len(), Some(raw.clone()));
-            }
+            // Kept as bytes: a fetch needs no decoded state, and a write
+            // that takes it decodes it then. (A state that does not decode
+            // is answered as stored, and the coordinator reports it; kept,
+            // it would be dropped by the first take that fails to decode.)
+            let entry_hash = crate::aae::tree::entry_hash(&skey, raw);
+            self.docs.keep_encoded(
+                skey,
+                RawDoc {
+                    bytes: raw.clone(),
+                    hash: entry_hash,
+                },
+            );
         }
         Ok(KvResponse::Doc(raw))
     }
