@@ -83,7 +83,7 @@ pub struct StartArgs {
     /// Block cache of the store, in MiB [default: 64]
     #[arg(long)]
     pub cache_mib: Option<u64>,
-    /// Cache of decoded key states, in MiB, shared out among the vnodes
+    /// Cache of key states (decoded, or as stored bytes), in MiB, shared out among the vnodes
     /// [default: 32]
     #[arg(long)]
     pub doc_cache_mib: Option<u64>,
