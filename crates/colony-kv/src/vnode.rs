@@ -5,7 +5,7 @@ pub use crate::counts::BucketCount;
 use crate::counts::Counts;
 use crate::crdt::{Actor, Change, Doc, Hlc, OpHint};
 use crate::store::{self, FsyncPolicy, Store};
-use crate::{glob, Clock, KeyOp, KvError, Reply, ValueKind};
+use crate::{Clock, KeyOp, KvError, Reply};
 use bytes::Bytes;
 use colony_core::vnode::Vnode;
 use colony_core::{NodeId, PartitionId};
@@ -19,37 +19,19 @@ mod aae;
 mod cache;
 mod handoff;
 mod msg;
+mod partition;
 mod replica;
+mod state;
 
 use aae::AaeState;
 pub use aae::{AaeSettings, Damage, TreeInfo};
-use cache::{CachedDoc, DocCache};
+use cache::DocCache;
 pub use handoff::holds_other_than;
 pub use msg::{KvRequest, KvResponse};
+use state::{Stored, Unsettled};
 
 /// Most expired keys removed by one tick of active expiry.
 const EXPIRE_PER_TICK: usize = 2000;
-
-/// A key's state as [`KvVnode::take_doc`] found it.
-struct Stored {
-    doc: Option<Doc>,
-    /// The stored entry's hash (None: no entry).
-    hash: Option<u64>,
-    /// The stored entry's length.
-    len: usize,
-    /// The state was written earlier in this batch and not yet encoded
-    /// (see [`KvVnode::unsettled`]); `hash` is still the stored entry's.
-    unsettled: bool,
-    /// The stored entry itself, when the cache kept it.
-    encoded: Option<Bytes>,
-}
-
-/// A key's state written in this batch, not yet encoded or staged.
-struct Unsettled {
-    doc: Doc,
-    /// The hash of the entry the store (and `pending`) hold for the key.
-    stored_hash: Option<u64>,
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -174,138 +156,6 @@ impl KvVnode {
     pub fn with_aae(mut self, settings: AaeSettings) -> Self {
         self.aae.settings = settings;
         self
-    }
-
-    /// Apply `f` to the stored bytes under `skey`, this batch's writes
-    /// included (no copy of the stored value is made).
-    fn with_stored<T>(
-        &mut self,
-        skey: &[u8],
-        f: impl FnOnce(&[u8]) -> Result<T, KvError>,
-    ) -> Result<Option<T>, KvError> {
-        if let Some(u) = self.unsettled.remove(skey) {
-            self.settle(skey.to_vec(), u);
-        }
-        if let Some(v) = self.pending.get(skey) {
-            return v.as_deref().map(f).transpose();
-        }
-        self.store.data().get(skey)?.as_deref().map(f).transpose()
-    }
-
-    /// The key's state (taken out of the cache, or decoded from the store)
-    /// and the hash of its stored entry (None: absent). Whoever takes it
-    /// puts it back with [`keep_doc`](Self::keep_doc) if it stays current.
-    fn take_doc(&mut self, skey: &[u8]) -> Result<Stored, KvError> {
-        if let Some(u) = self.unsettled.remove(skey) {
-            self.lent = true;
-            return Ok(Stored {
-                doc: Some(u.doc),
-                hash: u.stored_hash,
-                len: 0,
-                unsettled: true,
-                encoded: None,
-            });
-        }
-        if let Some(c) = self.docs.take(skey) {
-            return Ok(Stored {
-                doc: Some(c.doc),
-                hash: Some(c.hash),
-                len: c.len,
-                unsettled: false,
-                encoded: c.encoded,
-            });
-        }
-        self.load_doc(skey)
-    }
-
-    /// The key's state decoded from the store (or this batch's pending
-    /// writes), for a key known to be in neither the cache nor `unsettled`.
-    fn load_doc(&mut self, skey: &[u8]) -> Result<Stored, KvError> {
-        let found = self.with_stored(skey, |v| {
-            let hash = crate::aae::tree::entry_hash(skey, v);
-            Ok((Doc::decode(v)?, hash, v.len()))
-        })?;
-        Ok(match found {
-            Some((doc, hash, len)) => Stored {
-                doc: Some(doc),
-                hash: Some(hash),
-                len,
-                unsettled: false,
-                encoded: None,
-            },
-            None => Stored {
-                doc: None,
-                hash: None,
-                len: 0,
-                unsettled: false,
-                encoded: None,
-            },
-        })
-    }
-
-    /// Put back a state [`take_doc`](Self::take_doc) gave out, unchanged.
-    fn put_back(
-        &mut self,
-        skey: Vec<u8>,
-        doc: Doc,
-        stored_hash: Option<u64>,
-        len: usize,
-        unsettled: bool,
-        encoded: Option<Bytes>,
-    ) {
-        if unsettled {
-            self.unsettled.insert(skey, Unsettled { doc, stored_hash });
-        } else if let Some(h) = stored_hash {
-            self.keep_doc(skey, doc, h, len, encoded);
-        }
-    }
-
-    /// Encode and stage one unsettled state; it becomes the cached one.
-    fn settle(&mut self, skey: Vec<u8>, u: Unsettled) {
-        let encoded = u.doc.encode();
-        let len = encoded.len();
-        let hash = self
-            .stage_known(skey.clone(), Some(encoded), Some(u.stored_hash))
-            .unwrap_or_default();
-        // Without its bytes: a single node's cache stays all decoded (it
-        // measured faster for hot keys than holding the bytes to move
-        // evicted states to the encoded tier).
-        self.keep_doc(skey, u.doc, hash, len, None);
-    }
-
-    /// Settle every unsettled state into this batch's pending writes.
-    fn settle_all(&mut self) {
-        if self.unsettled.is_empty() {
-            return;
-        }
-        let all = std::mem::replace(
-            &mut self.unsettled,
-            HashMap::with_hasher(cache::KeyHasher::random()),
-        );
-        for (skey, u) in all {
-            self.settle(skey, u);
-        }
-    }
-
-    /// Keep `doc` as the key's current state (its stored entry hashes to
-    /// `hash`; `encoded`, if given, is that entry), if it is small enough.
-    fn keep_doc(
-        &mut self,
-        skey: Vec<u8>,
-        doc: Doc,
-        hash: u64,
-        encoded_len: usize,
-        encoded: Option<Bytes>,
-    ) {
-        self.docs.keep(
-            skey,
-            CachedDoc {
-                doc,
-                hash,
-                len: encoded_len,
-                encoded,
-            },
-        );
     }
 
     /// Write this batch's changes to the store as one atomic batch; with
@@ -592,146 +442,10 @@ impl KvVnode {
         self.counts.account(bucket, before, after);
     }
 
-    fn scan(
-        &self,
-        bucket: &[u8],
-        from: u64,
-        count: usize,
-        pattern: Option<&[u8]>,
-        kind: Option<ValueKind>,
-    ) -> Result<KvResponse, KvError> {
-        let now = self.clock.now_ms();
-        let start = store::data_key(self.partition, bucket, from, b"");
-        let prefix = store::bucket_prefix(self.partition, bucket);
-        let mut keys = Vec::new();
-        let mut examined = 0usize;
-        let mut last_hash = None;
-        for item in self.store.data().range(start..) {
-            let (k, v) = item.into_inner()?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let Some((_, hash, key)) = store::split_data_key(&k) else {
-                continue;
-            };
-            // Stop only between hashes, so no key is split from its cursor.
-            if examined >= count && last_hash != Some(hash) {
-                return Ok(KvResponse::Page {
-                    keys,
-                    next: Some(hash),
-                });
-            }
-            examined += 1;
-            last_hash = Some(hash);
-            if Doc::peek_expiry(&v)?.is_some_and(|at| at <= now) {
-                continue;
-            }
-            let Some(stored_kind) = Doc::peek_kind(&v)? else {
-                continue; // a tombstone
-            };
-            if kind.is_some_and(|want| stored_kind != want) {
-                continue;
-            }
-            if pattern.is_some_and(|p| !glob::matches(p, key)) {
-                continue;
-            }
-            keys.push(Bytes::copy_from_slice(key));
-        }
-        Ok(KvResponse::Page { keys, next: None })
-    }
-
-    fn flush(&mut self, bucket: Option<&Bytes>) -> Result<KvResponse, KvError> {
-        self.flush_pending(false)?;
-        // Data removed outright (no tombstones): this vnode must never reuse
-        // the dots it issued for it.
-        self.actor = Actor(self.rng.random());
-        let prefix = match bucket {
-            Some(b) => store::bucket_prefix(self.partition, b),
-            None => self.partition.to_be_bytes().to_vec(),
-        };
-        // Removals join the batch's pending writes: one atomic write, and
-        // fsynced before the reply when the policy says so.
-        for item in self.store.data().prefix(&prefix) {
-            let (k, v) = item.into_inner()?;
-            // The entry's hash from the value in hand: `stage` would look
-            // the key up again to take it out of the tree.
-            let old = crate::aae::tree::entry_hash(&k, &v);
-            let k = k.to_vec();
-            self.note_dirty(&k);
-            self.stage_known(k, None, Some(Some(old)));
-        }
-        if bucket.is_none() {
-            for item in self.store.expiry().prefix(self.partition.to_be_bytes()) {
-                self.pending_expiry.push((item.key()?.to_vec(), false));
-            }
-            for item in self.store.hints().prefix(self.partition.to_be_bytes()) {
-                self.pending_hints.push((item.key()?.to_vec(), false));
-            }
-        }
-        self.counts.clear(bucket);
-        Ok(KvResponse::Reply(Reply::Ok))
-    }
-
-    fn random_key(&self, bucket: &[u8], from: u64) -> Result<KvResponse, KvError> {
-        let now = self.clock.now_ms();
-        let prefix = store::bucket_prefix(self.partition, bucket);
-        let start = store::data_key(self.partition, bucket, from, b"");
-        let after = self.store.data().range(start..);
-        let wrapped = self.store.data().prefix(&prefix);
-        for item in after.chain(wrapped) {
-            let (k, v) = item.into_inner()?;
-            if !k.starts_with(&prefix) {
-                continue;
-            }
-            if Doc::peek_expiry(&v)?.is_some_and(|at| at <= now) || Doc::peek_kind(&v)?.is_none() {
-                continue;
-            }
-            if let Some((_, _, key)) = store::split_data_key(&k) {
-                return Ok(KvResponse::Key(Some(Bytes::copy_from_slice(key))));
-            }
-        }
-        Ok(KvResponse::Key(None))
-    }
-
     fn note_dirty(&mut self, skey: &[u8]) {
         if let Some(d) = &mut self.dirty {
             d.insert(skey.to_vec());
         }
-    }
-
-    /// Active expiry: keys whose time has come become tombstones (the
-    /// TTL is replicated state, so every replica reaches the same verdict;
-    /// the tombstone keeps what it observed, so a later write survives).
-    fn expire_due(&mut self) -> Result<(), KvError> {
-        let now = self.clock.now_ms();
-        let lo = store::expiry_key(self.partition, 0, b"", b"");
-        let hi = store::expiry_key(self.partition, now, b"", b"");
-        let mut due = Vec::new();
-        for item in self.store.expiry().range(lo..hi).take(EXPIRE_PER_TICK) {
-            due.push(item.key()?);
-        }
-        for ek in due {
-            self.pending_expiry.push((ek.to_vec(), false));
-            let Some((at, bucket, key)) = store::split_expiry_key(&ek) else {
-                continue;
-            };
-            let hash = colony_core::key_hash(bucket, key);
-            let skey = store::data_key(self.partition, bucket, hash, key);
-            // The index is a hint: only the object's own expiry counts.
-            let Some(mut doc) = self.with_stored(&skey, Doc::decode)? else {
-                continue;
-            };
-            if !doc.is_present() || doc.expire_at() != Some(at) {
-                continue;
-            }
-            let before = Self::presence(&doc);
-            doc.delete(self.hlc.now(now));
-            let bucket = Bytes::copy_from_slice(bucket);
-            let key = key.to_vec();
-            self.put_doc(&bucket, &key, skey, before, &doc, &[], None);
-            metrics::counter!("colony_kv_expired_keys_total").increment(1);
-        }
-        self.flush_pending(false)
     }
 }
 
