@@ -286,7 +286,7 @@ impl KvVnode {
         let view = stored.as_ref().and_then(Doc::view);
         let expired = view.as_ref().is_some_and(|o| o.is_expired(now));
         let live = view.filter(|o| !o.is_expired(now));
-        let hint = op_hint(&op);
+        let hint = OpHint::of(&op, want_doc);
         let mut ctx = Ctx {
             now_ms: now,
             rng: &mut self.rng,
@@ -490,16 +490,6 @@ fn read_only(op: &KeyOp) -> bool {
 
 /// How an operation changes a counter, if it is an increment: those merge
 /// by summing per-replica deltas instead of last-writer-wins.
-fn op_hint(op: &KeyOp) -> OpHint {
-    match op {
-        KeyOp::IncrBy(n) => OpHint::Incr(*n),
-        KeyOp::IncrByFloat(f) => OpHint::IncrFloat(*f),
-        KeyOp::HIncrBy(field, n) => OpHint::HIncr(field.clone(), *n),
-        KeyOp::HIncrByFloat(field, f) => OpHint::HIncrFloat(field.clone(), *f),
-        _ => OpHint::Other,
-    }
-}
-
 impl Vnode for KvVnode {
     type Request = KvRequest;
     type Reply = KvResponse;

@@ -24,15 +24,9 @@ pub(super) fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
-/// The hint the vnode derives from the command.
+/// The hint the vnode derives from a replicated command.
 pub(super) fn hint_for(op: &KeyOp) -> OpHint {
-    match op {
-        KeyOp::IncrBy(n) => OpHint::Incr(*n),
-        KeyOp::IncrByFloat(f) => OpHint::IncrFloat(*f),
-        KeyOp::HIncrBy(f, n) => OpHint::HIncr(f.clone(), *n),
-        KeyOp::HIncrByFloat(f, x) => OpHint::HIncrFloat(f.clone(), *x),
-        _ => OpHint::Other,
-    }
+    OpHint::of(op, true)
 }
 
 impl Replica {

@@ -152,6 +152,84 @@ fn add_wins_over_a_concurrent_remove_of_the_same_member() {
 }
 
 #[test]
+fn re_adding_a_member_wins_over_a_concurrent_remove() {
+    // The second SADD changes nothing locally, but it is a write the
+    // client was told happened: it must survive a remove it never saw.
+    let mut rs = replicas(2);
+    rs[0].run(sadd(&["x"]));
+    sync(&mut rs);
+    rs[1].run(srem(&["x"]));
+    assert_eq!(rs[0].run(sadd(&["x"])), Reply::Int(0));
+    sync(&mut rs);
+    assert_converged(&rs);
+    assert_eq!(members(&rs[0]), BTreeSet::from([b("x")]));
+}
+
+#[test]
+fn a_later_set_of_the_same_value_beats_an_earlier_concurrent_one() {
+    let mut rs = replicas(2);
+    rs[0].run(set("a"));
+    sync(&mut rs);
+    rs[1].wall = 2_000;
+    rs[1].run(set("b"));
+    rs[0].wall = 5_000;
+    rs[0].run(set("a"));
+    sync(&mut rs);
+    assert_converged(&rs);
+    assert_eq!(rs[1].get(), Some(b("a")));
+}
+
+#[test]
+fn a_later_hset_of_the_same_value_beats_an_earlier_concurrent_one() {
+    let mut rs = replicas(2);
+    rs[0].run(hset(&[("f", "v"), ("g", "0")]));
+    sync(&mut rs);
+    rs[1].wall = 2_000;
+    rs[1].run(hset(&[("f", "w"), ("g", "1")]));
+    rs[0].wall = 5_000;
+    assert_eq!(rs[0].run(hset(&[("f", "v")])), Reply::Int(0));
+    sync(&mut rs);
+    assert_converged(&rs);
+    // Only the field the command named is rewritten.
+    let want = BTreeMap::from([(b("f"), b("v")), (b("g"), b("1"))]);
+    assert_eq!(fields(&rs[1]), want);
+}
+
+#[test]
+fn a_sole_replica_stores_nothing_for_a_write_that_changes_nothing() {
+    // One copy, no concurrent writer: the vnode may skip the write.
+    let mut doc = Doc::new();
+    let obj = |v: &str| Object::new(Value::Str(b(v)));
+    let hint = |op: &KeyOp| OpHint::of(op, false);
+    let stamp = Hlc::new(1).now(1_000);
+    assert!(doc.update(
+        None,
+        Change::Put(&obj("a")),
+        hint(&set("a")),
+        Actor(1),
+        stamp
+    ));
+    let before = doc.view();
+    let stamp = Hlc::new(1).now(2_000);
+    let again = obj("a");
+    assert!(!doc.update(
+        before.as_ref(),
+        Change::Put(&again),
+        hint(&set("a")),
+        Actor(1),
+        stamp
+    ));
+    // A replicated write records it all the same.
+    assert!(doc.update(
+        before.as_ref(),
+        Change::Put(&again),
+        OpHint::of(&set("a"), true),
+        Actor(1),
+        stamp
+    ));
+}
+
+#[test]
 fn delete_removes_only_the_members_it_observed() {
     let mut rs = replicas(2);
     rs[0].run(sadd(&["x"]));

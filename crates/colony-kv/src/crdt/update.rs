@@ -10,7 +10,7 @@
 use super::register::Sibling;
 use super::version::Actor;
 use super::{Doc, Stamp};
-use crate::{Object, Value};
+use crate::{KeyOp, Object, Value};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,8 +34,45 @@ pub enum OpHint {
     HIncr(Bytes, i64),
     /// HINCRBYFLOAT on a field.
     HIncrFloat(Bytes, f64),
+    /// A replicated write of the whole value (SET and the like): recorded
+    /// with a fresh dot even where it equals what the replica holds.
+    Overwrite,
+    /// A replicated HSET of these fields: each gets a fresh dot.
+    Fields(Vec<Bytes>),
+    /// A replicated SADD of these members: each gets a fresh dot.
+    Members(Vec<Bytes>),
     /// Anything else: diff before and after.
     Other,
+}
+
+impl OpHint {
+    /// The hint for `op`. `replicated`: other replicas may hold concurrent
+    /// writes, so what the command wrote must carry fresh dots even where
+    /// it changes nothing here. A later SET of the value a replica already
+    /// holds must still beat an earlier concurrent SET elsewhere, and an
+    /// SADD of a member already present must still win over a concurrent
+    /// SREM: a diff alone would record neither. A sole replica has no
+    /// concurrent writer, so it records only changes.
+    pub fn of(op: &KeyOp, replicated: bool) -> Self {
+        match op {
+            KeyOp::IncrBy(n) => OpHint::Incr(*n),
+            KeyOp::IncrByFloat(f) => OpHint::IncrFloat(*f),
+            KeyOp::HIncrBy(field, n) => OpHint::HIncr(field.clone(), *n),
+            KeyOp::HIncrByFloat(field, f) => OpHint::HIncrFloat(field.clone(), *f),
+            _ if !replicated => OpHint::Other,
+            KeyOp::Set { .. }
+            | KeyOp::Put { .. }
+            | KeyOp::Replace(_)
+            | KeyOp::Append(_)
+            | KeyOp::SetRange { .. } => OpHint::Overwrite,
+            // HSETNX writes only fields that were absent: the diff has them.
+            KeyOp::HSet { pairs, nx: false } => {
+                OpHint::Fields(pairs.iter().map(|(f, _)| f.clone()).collect())
+            }
+            KeyOp::SAdd(members) => OpHint::Members(members.clone()),
+            _ => OpHint::Other,
+        }
+    }
 }
 
 impl Doc {
@@ -104,16 +141,35 @@ impl Doc {
             (Value::Hash(h), OpHint::HIncrFloat(f, by)) => {
                 self.incr_field(h, f, 0, by, actor, stamp)
             }
-            (Value::Str(v), _) => {
+            (Value::Str(v), hint) => {
                 let unchanged =
                     before.is_some_and(|b| b.value == after.value && b.content_type == ct);
-                if !unchanged {
+                let record = !unchanged || matches!(hint, OpHint::Overwrite);
+                if record {
                     self.write_str(v.clone(), ct, actor, stamp);
                 }
-                !unchanged
+                record
             }
-            (Value::Hash(h), _) => self.diff_hash(before.map(|b| &b.value), h, actor, stamp),
-            (Value::Set(s), _) => self.diff_set(before.map(|b| &b.value), s, actor),
+            (Value::Hash(h), hint) => {
+                let before = before.map(|b| &b.value);
+                let diffed = self.diff_hash(before, h, actor, stamp);
+                let named = match hint {
+                    OpHint::Overwrite => h.keys().cloned().collect(),
+                    OpHint::Fields(fields) => fields,
+                    _ => Vec::new(),
+                };
+                self.rewrite_fields(before, h, named, actor, stamp) | diffed
+            }
+            (Value::Set(s), hint) => {
+                let before = before.map(|b| &b.value);
+                let diffed = self.diff_set(before, s, actor);
+                let named = match hint {
+                    OpHint::Overwrite => s.iter().cloned().collect(),
+                    OpHint::Members(members) => members,
+                    _ => Vec::new(),
+                };
+                self.readd_members(before, s, named, actor) | diffed
+            }
         };
         if self.expire_at() != after.expire_at {
             self.ttl = Some((stamp, after.expire_at));
@@ -214,6 +270,55 @@ impl Doc {
         for f in before.keys().filter(|f| !after.contains_key(*f)) {
             self.hash.body.remove(&self.ctx, f);
             changed = true;
+        }
+        changed
+    }
+
+    /// Fresh dots for the `named` fields the diff left alone because they
+    /// already held the value written.
+    fn rewrite_fields(
+        &mut self,
+        before: Option<&Value>,
+        after: &BTreeMap<Bytes, Bytes>,
+        named: Vec<Bytes>,
+        actor: Actor,
+        stamp: Stamp,
+    ) -> bool {
+        let Some(Value::Hash(before)) = before else {
+            return false;
+        };
+        let mut changed = false;
+        for f in named {
+            match after.get(&f) {
+                Some(v) if before.get(&f) == Some(v) => {
+                    self.write_field(f, v.clone(), actor, stamp);
+                    changed = true;
+                }
+                _ => {}
+            }
+        }
+        changed
+    }
+
+    /// Fresh dots for the `named` members the diff left alone because they
+    /// were already there.
+    fn readd_members(
+        &mut self,
+        before: Option<&Value>,
+        after: &BTreeSet<Bytes>,
+        named: Vec<Bytes>,
+        actor: Actor,
+    ) -> bool {
+        let Some(Value::Set(before)) = before else {
+            return false;
+        };
+        let mut changed = false;
+        for m in named {
+            if after.contains(&m) && before.contains(&m) {
+                let dot = self.take_dot(actor);
+                self.set.body.add(super::owned(&m), dot);
+                changed = true;
+            }
         }
         changed
     }
