@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -138,6 +138,7 @@ async fn run_batch(
     limits: &Limits,
 ) -> (bool, usize) {
     let mut queue: Vec<InFlight> = Vec::new();
+    let mut tally = Tally::new(node);
     let mut commands = 0u64;
     let mut result = (false, 1);
     let mut gathering = false;
@@ -153,7 +154,7 @@ async fn run_batch(
                 break;
             }
             Err(e) => {
-                drain(node, &sess.pipeline, &mut queue, wbuf).await;
+                drain(&mut tally, &sess.pipeline, &mut queue, wbuf).await;
                 node.stats
                     .protocol_errors_total
                     .fetch_add(1, Ordering::Relaxed);
@@ -179,12 +180,12 @@ async fn run_batch(
             Outcome::Barrier(fut) => {
                 // Everything before it completes first, and nothing after
                 // it is sent until it completes.
-                drain(node, &sess.pipeline, &mut queue, wbuf).await;
+                drain(&mut tally, &sess.pipeline, &mut queue, wbuf).await;
                 (Work::Running(fut), true)
             }
             Outcome::Close(r) => {
-                drain(node, &sess.pipeline, &mut queue, wbuf).await;
-                finish(node, index, started.elapsed(), proto, r, wbuf);
+                drain(&mut tally, &sess.pipeline, &mut queue, wbuf).await;
+                finish(&mut tally, index, started.elapsed(), proto, r, wbuf);
                 result = (true, 1);
                 break;
             }
@@ -196,10 +197,10 @@ async fn run_batch(
             work,
         });
         if barrier {
-            drain(node, &sess.pipeline, &mut queue, wbuf).await;
+            drain(&mut tally, &sess.pipeline, &mut queue, wbuf).await;
         }
     }
-    drain(node, &sess.pipeline, &mut queue, wbuf).await;
+    drain(&mut tally, &sess.pipeline, &mut queue, wbuf).await;
     // Everything submitted is answered: no request left to order after.
     lock(&sess.pipeline).clear();
     // One shared counter update per batch, not per command.
@@ -223,7 +224,7 @@ fn lock(p: &Mutex<Pipeline>) -> std::sync::MutexGuard<'_, Pipeline> {
 /// be written: no task per request, and only the first reply of a batch
 /// waits for the group flush (the others find it done).
 async fn drain(
-    node: &Arc<NodeState>,
+    tally: &mut Tally<'_>,
     pipeline: &Mutex<Pipeline>,
     queue: &mut Vec<InFlight>,
     wbuf: &mut BytesMut,
@@ -277,7 +278,7 @@ async fn drain(
             };
             let at = *now.get_or_insert_with(Instant::now);
             finish(
-                node,
+                tally,
                 f.index,
                 at.saturating_duration_since(f.started),
                 f.proto,
@@ -293,17 +294,62 @@ async fn drain(
 }
 
 fn finish(
-    node: &NodeState,
+    tally: &mut Tally,
     index: Option<usize>,
-    took: std::time::Duration,
+    took: Duration,
     proto: Protocol,
     result: CmdResult,
     wbuf: &mut BytesMut,
 ) {
-    node.command_metrics
-        .record(index, took.as_secs_f64(), result.is_err());
+    tally.add(index, took, result.is_err());
     match result {
         Ok(reply) => resp::encode(wbuf, &reply, proto),
         Err(msg) => resp::encode_error(wbuf, &msg),
+    }
+}
+
+/// Commands answered, counted into the node's metrics a run at a time: a
+/// pipeline's replies that were ready together share command and latency,
+/// so they cost the shared counters one update, not one each.
+struct Tally<'a> {
+    node: &'a NodeState,
+    run: Option<(Option<usize>, Duration)>,
+    count: u64,
+    failed: u64,
+}
+
+impl<'a> Tally<'a> {
+    fn new(node: &'a NodeState) -> Self {
+        Self {
+            node,
+            run: None,
+            count: 0,
+            failed: 0,
+        }
+    }
+
+    fn add(&mut self, index: Option<usize>, took: Duration, failed: bool) {
+        if self.run != Some((index, took)) {
+            self.flush();
+            self.run = Some((index, took));
+        }
+        self.count += 1;
+        self.failed += u64::from(failed);
+    }
+
+    fn flush(&mut self) {
+        if let Some((index, took)) = self.run.take() {
+            self.node
+                .command_metrics
+                .record(index, took, self.count, self.failed);
+        }
+        self.count = 0;
+        self.failed = 0;
+    }
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }

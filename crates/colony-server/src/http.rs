@@ -509,7 +509,9 @@ async fn metrics(State(app): State<App>) -> Response {
     metrics::gauge!("colony_process_resident_memory_bytes").set(crate::info::rss_bytes() as f64);
     metrics::gauge!("colony_vnode_queued_requests").set(node.kv.queued_requests() as f64);
     metrics::gauge!("colony_kv_hints_pending").set(node.kv.hints_pending() as f64);
-    let mut resp = app.prometheus.render().into_response();
+    let mut text = app.prometheus.render();
+    node.command_metrics.render(&mut text);
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

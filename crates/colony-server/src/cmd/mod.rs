@@ -22,6 +22,7 @@ use colony_kv::{KeyOp, Reply};
 use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Instant;
+use table::Group;
 
 /// A command's result: a reply, or a RESP error line (without `-`).
 pub type CmdResult = Result<Reply, String>;
@@ -125,14 +126,17 @@ pub fn dispatch(
     }
     let call = Call { node, sess, args };
     let name = spec.name;
-    let outcome = server::dispatch(name, call)
-        .or_else(|call| keys::dispatch(name, call))
-        .or_else(|call| strings::dispatch(name, call))
-        .or_else(|call| hashes::dispatch(name, call))
-        .or_else(|call| sets::dispatch(name, call))
-        .unwrap_or_else(|_| {
-            Outcome::Ready(Err(format!("ERR command '{name}' is not implemented")))
-        });
+    // The table says which module runs it: no chain of name matches.
+    let handled = match spec.group {
+        Group::Server => server::dispatch(name, call),
+        Group::Keys => keys::dispatch(name, call),
+        Group::Strings => strings::dispatch(name, call),
+        Group::Hashes => hashes::dispatch(name, call),
+        Group::Sets => sets::dispatch(name, call),
+    };
+    let outcome = handled.unwrap_or_else(|_| {
+        Outcome::Ready(Err(format!("ERR command '{name}' is not implemented")))
+    });
     (Some(index), outcome)
 }
 
