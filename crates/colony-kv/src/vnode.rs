@@ -44,6 +44,9 @@ pub struct KvVnode {
     partition: PartitionId,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
+    /// The clock as this batch read it: one read per batch, not per
+    /// request (its requests arrived together). Forgotten at each commit.
+    batch_now: Option<u64>,
     limits: Limits,
     rng: SmallRng,
     counts: Counts,
@@ -129,6 +132,7 @@ impl KvVnode {
             partition,
             store,
             clock,
+            batch_now: None,
             limits,
             rng,
             counts,
@@ -244,7 +248,7 @@ impl KvVnode {
             }
             _ => {}
         }
-        let now = self.clock.now_ms();
+        let now = *self.batch_now.get_or_insert_with(|| self.clock.now_ms());
         let skey = store::data_key(self.partition, bucket, hash, key);
         // Whether the state may be in memory (the cache or `unsettled`).
         let mut in_memory = true;
@@ -642,6 +646,7 @@ impl Vnode for KvVnode {
     }
 
     fn commit(&mut self, replies: &mut [KvResponse]) {
+        self.batch_now = None;
         let sync = self.store.fsync_policy() == FsyncPolicy::Always;
         if let Err(e) = self.flush_pending(sync) {
             tracing::error!(partition = %self.partition, error = %e, "writing the batch failed; failing its requests");
