@@ -235,11 +235,28 @@ impl<V: Vnode> VnodeHandle<V> {
     /// still unhandled (checked under the lock: the supervisor handles what
     /// it took from the mailbox under the same lock, and counts it down
     /// after), so no caller's request overtakes its own earlier one.
+    ///
+    /// Held by another caller, it is tried again a few times over a few
+    /// microseconds: an inline batch holds it about that long, and the
+    /// mailbox (a wake-up of the supervisor, then of this caller) costs
+    /// more than the wait. Never longer: a long holder (a handoff step)
+    /// sends the caller to the mailbox as before.
     fn lock_idle(&self) -> Option<std::sync::MutexGuard<'_, Option<V>>> {
-        let guard = self.cell.try_lock()?;
-        let idle = self.cell.unhandled.load(Ordering::SeqCst) == 0
-            && guard.as_ref().is_some_and(|v| v.inline());
-        idle.then_some(guard)
+        const TRIES: u32 = 8;
+        for attempt in 0..TRIES {
+            if self.cell.unhandled.load(Ordering::SeqCst) != 0 {
+                return None;
+            }
+            if let Some(guard) = self.cell.try_lock() {
+                let idle = self.cell.unhandled.load(Ordering::SeqCst) == 0
+                    && guard.as_ref().is_some_and(|v| v.inline());
+                return idle.then_some(guard);
+            }
+            for _ in 0..(1u32 << attempt.min(4)) {
+                std::hint::spin_loop();
+            }
+        }
+        None
     }
 
     /// An inline request panicked: the vnode's state is suspect, so it is
