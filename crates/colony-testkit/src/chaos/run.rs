@@ -689,17 +689,15 @@ fn availability(ops: &[Op], faults: &[Fault]) -> (usize, f64, f64) {
             e_ok += usize::from(o.outcome.acked());
         }
     }
-    let frac = |ok: usize, all: usize| {
-        if all == 0 {
-            1.0
-        } else {
-            ok as f64 / all as f64
-        }
+    let frac = |ok: usize, all: usize| match all {
+        0 => 1.0,
+        _ => ok as f64 / all as f64,
     };
     (d, frac(d_ok, d), frac(e_ok, e))
 }
 
-/// A whole run.
+/// A whole run. Its cluster is taken down at the end (unless `keep`),
+/// also when the run fails: a failed run leaves no containers behind.
 pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     let cfg = Arc::new(cfg);
     eprintln!(
@@ -708,10 +706,18 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     );
     // Whatever an earlier run left is removed first.
     let _ = compose(&cfg, &["down", "-v"]).await;
-    compose(&cfg, &["up", "-d"]).await?;
+    let report = run_cluster(&cfg).await;
+    if !cfg.keep {
+        let _ = compose(&cfg, &["down", "-v"]).await;
+    }
+    report
+}
+
+async fn run_cluster(cfg: &Arc<RunConfig>) -> anyhow::Result<RunReport> {
+    compose(cfg, &["up", "-d"]).await?;
     let start = Instant::now();
     loop {
-        if settled(&status(&cfg, 1).await, cfg.nodes) {
+        if settled(&status(cfg, 1).await, cfg.nodes) {
             break;
         }
         anyhow::ensure!(
@@ -753,7 +759,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         c.await?;
     }
     let faults = faults.await?;
-    heal(&cfg).await;
+    heal(cfg).await;
     let healed = rec.now();
     eprintln!(
         "[{:>6.1}s] healed; waiting for the replicas to agree",
@@ -763,7 +769,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     let mut last = BTreeMap::new();
     let limit = Instant::now() + cfg.converge_within + Duration::from_secs(30);
     while Instant::now() < limit {
-        let (r, agree) = roots(&cfg).await;
+        let (r, agree) = roots(cfg).await;
         last = r;
         if agree {
             converged_after_ms = Some(rec.now() - healed);
@@ -772,7 +778,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let ops = rec.ops.lock().map(|o| o.clone()).unwrap_or_default();
-    let final_state = read_back(&cfg, &ops).await?;
+    let final_state = read_back(cfg, &ops).await?;
     let history = History {
         seed: cfg.seed,
         ops,
@@ -782,9 +788,6 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     };
     let report = check(&history, cfg.converge_within.as_millis() as u64);
     let (during, avail_during, avail_otherwise) = availability(&history.ops, &faults);
-    if !cfg.keep {
-        let _ = compose(&cfg, &["down", "-v"]).await;
-    }
     Ok(RunReport {
         check: report,
         faults,
