@@ -254,11 +254,16 @@ impl KvVnode {
         let mut in_memory = true;
         if read_only(&op) {
             // A read of a state in memory looks at it in place: no take and
-            // put back.
-            let found = match self.unsettled.get(&skey) {
-                Some(u) => Some(u.doc.view()),
-                None => self.docs.peek(&skey).map(|c| c.doc.view()),
+            // put back. One member or field is read without building the
+            // whole plain object.
+            let doc = match self.unsettled.get(&skey) {
+                Some(u) => Some(&u.doc),
+                None => self.docs.peek(&skey).map(|c| &c.doc),
             };
+            if let Some(reply) = doc.and_then(|d| d.read_in_place(&op, now)) {
+                return Ok((KvResponse::Reply(reply), None));
+            }
+            let found = doc.map(Doc::view);
             in_memory = found.is_some();
             // A key found expired is deleted by the read: the path below.
             if let Some(view) = found.filter(|v| !v.as_ref().is_some_and(|o| o.is_expired(now))) {

@@ -17,6 +17,7 @@ mod doc;
 mod hlc;
 mod map;
 mod orset;
+mod read;
 mod register;
 mod update;
 mod vecmap;

@@ -20,6 +20,16 @@ impl OrSet {
         self.0.keys().cloned().collect()
     }
 
+    /// Whether `member` is in the set: every member kept has a live dot.
+    pub fn contains(&self, member: &[u8]) -> bool {
+        self.0.contains_key(member)
+    }
+
+    /// How many members the set has.
+    pub fn count(&self) -> usize {
+        self.0.len()
+    }
+
     /// Add under a fresh dot; the member's observed dots are superseded.
     pub fn add(&mut self, member: Bytes, dot: Dot) {
         self.0.insert(member, VecSet::from([dot]));
