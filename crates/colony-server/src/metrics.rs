@@ -99,29 +99,19 @@ impl CommandMetrics {
             .zip(&self.per_command)
             .filter(|(_, s)| load(&s.calls) > 0)
             .collect();
-        let _ = writeln!(out, "# TYPE colony_resp_commands_total counter");
-        for (spec, s) in &ran {
-            let _ = writeln!(
-                out,
-                "colony_resp_commands_total{{cmd=\"{}\"}} {}",
-                spec.name,
-                load(&s.calls)
-            );
-        }
+        let counter = |out: &mut String, name: &str, pick: fn(&CommandStats) -> &AtomicU64| {
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (spec, s) in &ran {
+                let _ = writeln!(out, "{name}{{cmd=\"{}\"}} {}", spec.name, load(pick(s)));
+            }
+        };
+        counter(out, "colony_resp_commands_total", |s| &s.calls);
+        let unknown = load(&self.unknown);
         let _ = writeln!(
             out,
-            "colony_resp_commands_total{{cmd=\"unknown\"}} {}",
-            load(&self.unknown)
+            "colony_resp_commands_total{{cmd=\"unknown\"}} {unknown}"
         );
-        let _ = writeln!(out, "# TYPE colony_resp_errors_total counter");
-        for (spec, s) in &ran {
-            let _ = writeln!(
-                out,
-                "colony_resp_errors_total{{cmd=\"{}\"}} {}",
-                spec.name,
-                load(&s.errors)
-            );
-        }
+        counter(out, "colony_resp_errors_total", |s| &s.errors);
         let name = "colony_resp_command_duration_seconds";
         let _ = writeln!(out, "# TYPE {name} histogram");
         for (spec, s) in &ran {
