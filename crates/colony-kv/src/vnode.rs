@@ -279,6 +279,22 @@ impl KvVnode {
                 }
                 return Ok((response(out), None));
             }
+        } else if !want_doc {
+            // A write its sole replica can tell changes nothing, from the
+            // state in place, is answered without taking the state out (an
+            // SADD of a member already there). A SET's value over the limit
+            // goes the general way, which refuses it.
+            let small = match &op {
+                KeyOp::Set { value, .. } => value.len() <= self.limits.max_value_bytes,
+                _ => true,
+            };
+            let doc = match self.unsettled.get(&skey) {
+                Some(u) => Some(&u.doc),
+                None => self.docs.peek(&skey).map(|c| &c.doc),
+            };
+            if let Some(reply) = doc.filter(|_| small).and_then(|d| d.unchanged_by(&op, now)) {
+                return Ok((KvResponse::Reply(reply), None));
+            }
         }
         let Stored {
             doc: stored,

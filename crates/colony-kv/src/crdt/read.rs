@@ -1,8 +1,10 @@
 //! Reads answered from a state in place. [`Doc::view`] builds the whole
 //! plain object, which for a set or hash costs as much as the collection
-//! is large; a membership test or a field read needs one lookup.
+//! is large; a membership test or a field read needs one lookup. So does
+//! telling that a write would change nothing (a member already there).
 
 use super::Doc;
+use crate::op::{SetCond, SetExpire};
 use crate::{KeyOp, Reply, ValueKind};
 
 impl Doc {
@@ -30,6 +32,57 @@ impl Doc {
                     .collect(),
             ),
             (KeyOp::HExists(f), ValueKind::Hash) => Reply::bool(hash.field_view(f).is_some()),
+            _ => return None,
+        })
+    }
+
+    /// The reply to a write that would leave this state exactly as it is,
+    /// told from the state in place: an SADD of members all present, an
+    /// HSET of fields all holding those values (an HSETNX of one present),
+    /// a plain SET of the value the key already holds, without expiry. None
+    /// when the general path must decide. Only for a key's sole replica: a
+    /// replicated write gives what it names fresh dots even when the value
+    /// stays (see [`super::OpHint::of`]), so it always changes the state.
+    pub fn unchanged_by(&self, op: &KeyOp, now_ms: u64) -> Option<Reply> {
+        let expiry = self.expire_at();
+        if expiry.is_some_and(|at| at <= now_ms) {
+            return None;
+        }
+        let kind = self.kind()?;
+        if self.others_present(kind) {
+            // Concurrent writes of other types left values a write of this
+            // type clears.
+            return None;
+        }
+        Some(match (op, kind) {
+            (KeyOp::SAdd(ms), ValueKind::Set) if ms.iter().all(|m| self.set.body.contains(m)) => {
+                Reply::Int(0)
+            }
+            (KeyOp::HSet { pairs, nx: false }, ValueKind::Hash)
+                if pairs
+                    .iter()
+                    .all(|(f, v)| self.hash.body.field_view(f).as_ref() == Some(v)) =>
+            {
+                Reply::Int(0)
+            }
+            (KeyOp::HSet { pairs, nx: true }, ValueKind::Hash)
+                if pairs
+                    .iter()
+                    .all(|(f, _)| self.hash.body.field_view(f).is_some()) =>
+            {
+                Reply::Int(0)
+            }
+            (
+                KeyOp::Set {
+                    value,
+                    expire: SetExpire::Clear,
+                    cond: SetCond::Always,
+                    get: false,
+                },
+                ValueKind::Str,
+            ) if expiry.is_none() && self.str.body.view() == Some((value.clone(), None)) => {
+                Reply::Ok
+            }
             _ => return None,
         })
     }
@@ -104,6 +157,172 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// What the general path does with `op` on `r`'s state when `r` is the
+    /// key's sole replica: the reply, and whether the state changed.
+    fn general_write(r: &Replica, op: &KeyOp) -> (Reply, bool) {
+        use crate::apply::Write;
+        use crate::crdt::{Change, OpHint};
+        let mut rng = SmallRng::seed_from_u64(0);
+        let mut ctx = Ctx {
+            now_ms: r.wall,
+            rng: &mut rng,
+        };
+        let live = r.doc.view().filter(|o| !o.is_expired(r.wall));
+        let applied = apply(op.clone(), live.clone(), &mut ctx);
+        let reply = match applied.out {
+            crate::apply::Out::Reply(reply) => reply,
+            other => panic!("a write answered {other:?}"),
+        };
+        let change = match &applied.write {
+            Write::None => return (reply, false),
+            Write::Put(o) => Change::Put(o),
+            Write::Delete => Change::Delete,
+        };
+        let mut doc = r.doc.clone();
+        let stamp = r.hlc.clone().now(r.wall);
+        let changed = doc.update(live.as_ref(), change, OpHint::of(op, false), r.actor, stamp);
+        assert_eq!(
+            changed,
+            doc != r.doc,
+            "update's answer and the state disagree"
+        );
+        (reply, changed)
+    }
+
+    #[test]
+    fn writes_told_unchanged_in_place_change_nothing_on_the_general_path() {
+        use crate::op::{SetCond, SetExpire};
+        let mut rng = SmallRng::seed_from_u64(11);
+        let names: Vec<String> = (0..4).map(|i| format!("{i}")).collect();
+        let pick = |rng: &mut SmallRng| b(&names[rng.random_range(0..names.len())]);
+        // Writes told unchanged, by op: SADD, HSET, HSETNX, SET.
+        let mut told = [0; 4];
+        for round in 0..3000 {
+            let mut rs = vec![Replica::new(1), Replica::new(2)];
+            // States of every type, with concurrent writes merged (siblings,
+            // counters under a string, add-wins members), expiries and
+            // content types.
+            for step in 0..10 {
+                let r = &mut rs[step % 2];
+                let op = match rng.random_range(0..9) {
+                    0 => KeyOp::SAdd(vec![pick(&mut rng), pick(&mut rng)]),
+                    1 => KeyOp::SRem(vec![pick(&mut rng)]),
+                    2 => KeyOp::HSet {
+                        pairs: vec![(pick(&mut rng), pick(&mut rng))],
+                        nx: false,
+                    },
+                    3 => KeyOp::HIncrBy(pick(&mut rng), 1),
+                    4 => KeyOp::IncrBy(1),
+                    5 => KeyOp::Set {
+                        value: pick(&mut rng),
+                        expire: SetExpire::Clear,
+                        cond: SetCond::Always,
+                        get: false,
+                    },
+                    6 => KeyOp::Expire {
+                        at: r.wall + rng.random_range(1..20),
+                        cond: crate::op::ExpireCond::Always,
+                    },
+                    7 => KeyOp::Del,
+                    _ => {
+                        r.put_http(&names[rng.random_range(0..names.len())], None);
+                        continue;
+                    }
+                };
+                let _ = r.run(op);
+                if rng.random_bool(0.3) {
+                    sync(&mut rs);
+                }
+            }
+            if rng.random_bool(0.5) {
+                sync(&mut rs);
+            }
+            let r = &mut rs[round % 2];
+            r.wall += rng.random_range(0..12);
+            let (m, v) = (pick(&mut rng), pick(&mut rng));
+            let ops = [
+                KeyOp::SAdd(vec![m.clone()]),
+                KeyOp::SAdd(vec![m.clone(), v.clone()]),
+                KeyOp::HSet {
+                    pairs: vec![(m.clone(), v.clone())],
+                    nx: false,
+                },
+                KeyOp::HSet {
+                    pairs: vec![(m.clone(), v.clone()), (v.clone(), m.clone())],
+                    nx: false,
+                },
+                KeyOp::HSet {
+                    pairs: vec![(m.clone(), v.clone())],
+                    nx: true,
+                },
+                KeyOp::Set {
+                    value: v.clone(),
+                    expire: SetExpire::Clear,
+                    cond: SetCond::Always,
+                    get: false,
+                },
+                KeyOp::Set {
+                    value: v.clone(),
+                    expire: SetExpire::Keep,
+                    cond: SetCond::Always,
+                    get: false,
+                },
+            ];
+            for op in &ops {
+                if let Some(fast) = r.doc.unchanged_by(op, r.wall) {
+                    told[match op {
+                        KeyOp::SAdd(_) => 0,
+                        KeyOp::HSet { nx: false, .. } => 1,
+                        KeyOp::HSet { nx: true, .. } => 2,
+                        _ => 3,
+                    }] += 1;
+                    let (reply, changed) = general_write(r, op);
+                    assert_eq!(fast, reply, "{op:?} on {:?}", r.doc.view());
+                    assert!(!changed, "{op:?} changed {:?}", r.doc.view());
+                }
+            }
+        }
+        // The states and ops above must reach the in-place answer for every
+        // kind of write, or this test checks nothing.
+        assert!(told.iter().all(|&n| n >= 20), "told unchanged: {told:?}");
+    }
+
+    #[test]
+    fn writes_that_change_something_are_left_to_the_general_path() {
+        use crate::op::{SetCond, SetExpire};
+        let set = |value: &str, cond| KeyOp::Set {
+            value: b(value),
+            expire: SetExpire::Clear,
+            cond,
+            get: false,
+        };
+        let mut r = Replica::new(1);
+        r.run(set("v", SetCond::Always));
+        assert_eq!(
+            r.doc.unchanged_by(&set("v", SetCond::Always), r.wall),
+            Some(Reply::Ok)
+        );
+        assert_eq!(r.doc.unchanged_by(&set("w", SetCond::Always), r.wall), None);
+        // SET clears an expiry: with one, the same value is a change.
+        r.run(KeyOp::Expire {
+            at: r.wall + 10,
+            cond: crate::op::ExpireCond::Always,
+        });
+        assert_eq!(r.doc.unchanged_by(&set("v", SetCond::Always), r.wall), None);
+        // A content type from HTTP: a Redis SET of the same bytes drops it.
+        let mut h = Replica::new(2);
+        h.put_http("v", None);
+        assert_eq!(h.doc.unchanged_by(&set("v", SetCond::Always), h.wall), None);
+        // Another type: SADD answers WRONGTYPE, from the general path.
+        assert_eq!(r.doc.unchanged_by(&KeyOp::SAdd(vec![b("v")]), r.wall), None);
+        let mut s = Replica::new(3);
+        s.run(KeyOp::SAdd(vec![b("a")]));
+        let sadd = KeyOp::SAdd(vec![b("a"), b("b")]);
+        assert_eq!(s.doc.unchanged_by(&sadd, s.wall), None, "b is new");
+        // Absent: the general path creates the key.
+        assert_eq!(Replica::new(4).doc.unchanged_by(&sadd, 1_000), None);
     }
 
     #[test]
