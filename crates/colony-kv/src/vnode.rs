@@ -279,7 +279,7 @@ impl KvVnode {
                 }
                 return Ok((response(out), None));
             }
-        } else if !want_doc {
+        } else if !want_doc && Doc::may_leave_unchanged(&op) {
             // A write its sole replica can tell changes nothing, from the
             // state in place, is answered without taking the state out (an
             // SADD of a member already there). A SET's value over the limit

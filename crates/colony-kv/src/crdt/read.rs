@@ -36,6 +36,12 @@ impl Doc {
         })
     }
 
+    /// Whether [`unchanged_by`](Self::unchanged_by) may answer `op`: the
+    /// caller need not look the state up for the others.
+    pub fn may_leave_unchanged(op: &KeyOp) -> bool {
+        matches!(op, KeyOp::SAdd(_) | KeyOp::HSet { .. } | KeyOp::Set { .. })
+    }
+
     /// The reply to a write that would leave this state exactly as it is,
     /// told from the state in place: an SADD of members all present, an
     /// HSET of fields all holding those values (an HSETNX of one present),
@@ -44,6 +50,9 @@ impl Doc {
     /// replicated write gives what it names fresh dots even when the value
     /// stays (see [`super::OpHint::of`]), so it always changes the state.
     pub fn unchanged_by(&self, op: &KeyOp, now_ms: u64) -> Option<Reply> {
+        if !Self::may_leave_unchanged(op) {
+            return None;
+        }
         let expiry = self.expire_at();
         if expiry.is_some_and(|at| at <= now_ms) {
             return None;
