@@ -297,7 +297,7 @@ impl KvVnode {
             }
         }
         let Stored {
-            doc: stored,
+            doc: mut stored,
             hash: old_hash,
             len: old_len,
             unsettled,
@@ -308,6 +308,26 @@ impl KvVnode {
             self.load_doc(&skey)?
         };
         let before = stored.as_ref().and_then(Self::presence);
+        if let (KeyOp::IncrBy(by), false) = (&op, want_doc) {
+            // A counter on a string holding an integer is incremented in
+            // place: no plain view, no apply, no diff. (An overflow is
+            // refused by the general path.)
+            let base = stored.as_ref().and_then(|d| d.incr_base(now));
+            if let Some(value) = base.and_then(|n| n.checked_add(*by)) {
+                let mut doc = stored.take().unwrap_or_default();
+                let stamp = self.hlc.now(now);
+                doc.incr_to(value, *by, self.actor, stamp);
+                self.note_write(bucket, key, &skey, before, &doc, hints);
+                self.unsettled.insert(
+                    skey,
+                    Unsettled {
+                        doc,
+                        stored_hash: old_hash,
+                    },
+                );
+                return Ok((KvResponse::Reply(Reply::Int(value)), None));
+            }
+        }
         let view = stored.as_ref().and_then(Doc::view);
         let expired = view.as_ref().is_some_and(|o| o.is_expired(now));
         let live = view.filter(|o| !o.is_expired(now));

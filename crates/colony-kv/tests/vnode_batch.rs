@@ -416,3 +416,39 @@ fn a_replica_fetches_and_merges_through_its_cache() {
         Reply::Bulk(Bytes::from_static(b"x"))
     );
 }
+
+/// Increments of a cached counter are made on the state in place; what is
+/// stored, counted and indexed afterwards is what the general path leaves:
+/// the value, the key count, the expiry, the anti-entropy tree.
+#[test]
+fn increments_in_place_are_stored_counted_and_keep_the_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let mut v = open(&store, 1);
+    call(&mut v, KvRequest::AaeRebuild { wait: true });
+    call(&mut v, key_req("c", set("10")));
+    let at = 1_000_000 + 60_000;
+    let expire = KeyOp::Expire {
+        at,
+        cond: colony_kv::ExpireCond::Always,
+    };
+    assert_eq!(reply(&call(&mut v, key_req("c", expire))), &Reply::Int(1));
+    let out = batch(
+        &mut v,
+        (0..5).map(|_| key_req("c", KeyOp::IncrBy(2))).collect(),
+    );
+    let got: Vec<Reply> = out.iter().map(|r| reply(r).clone()).collect();
+    assert_eq!(got, [12, 14, 16, 18, 20].map(Reply::Int));
+    assert_eq!(keys(&mut v), 1);
+    // The tree kept in step by the increments is the one the store gives.
+    let kept = root(&mut v);
+    call(&mut v, KvRequest::AaeRebuild { wait: true });
+    assert_eq!(kept, root(&mut v));
+    assert_eq!(kept.1, 1);
+    drop(v);
+    let mut v = open(&store, 2);
+    assert_eq!(get(&mut v, "c"), Reply::Bulk(Bytes::from_static(b"20")));
+    assert_eq!(keys(&mut v), 1);
+    let ttl = call(&mut v, key_req("c", KeyOp::Ttl { ms: true }));
+    assert_eq!(reply(&ttl), &Reply::Int(60_000), "INCR keeps the expiry");
+}

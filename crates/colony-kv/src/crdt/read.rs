@@ -200,54 +200,63 @@ mod tests {
         (reply, changed)
     }
 
+    /// Two replicas' states after random writes of every type, with
+    /// concurrent writes merged (siblings, counters under a string,
+    /// add-wins members), expiries and content types; values are the
+    /// integers 0-3, so strings often hold numbers, some made floats.
+    fn mixed_states(rng: &mut SmallRng) -> Vec<Replica> {
+        use crate::op::{SetCond, SetExpire};
+        let pick = |rng: &mut SmallRng| b(&format!("{}", rng.random_range(0..4)));
+        let mut rs = vec![Replica::new(1), Replica::new(2)];
+        for step in 0..10 {
+            let r = &mut rs[step % 2];
+            let op = match rng.random_range(0..10) {
+                0 => KeyOp::SAdd(vec![pick(rng), pick(rng)]),
+                9 => KeyOp::IncrByFloat(if rng.random_bool(0.5) { 0.5 } else { 1.0 }),
+                1 => KeyOp::SRem(vec![pick(rng)]),
+                2 => KeyOp::HSet {
+                    pairs: vec![(pick(rng), pick(rng))],
+                    nx: false,
+                },
+                3 => KeyOp::HIncrBy(pick(rng), 1),
+                4 => KeyOp::IncrBy(rng.random_range(-2..3)),
+                5 => KeyOp::Set {
+                    value: pick(rng),
+                    expire: SetExpire::Clear,
+                    cond: SetCond::Always,
+                    get: false,
+                },
+                6 => KeyOp::Expire {
+                    at: r.wall + rng.random_range(1..20),
+                    cond: crate::op::ExpireCond::Always,
+                },
+                7 => KeyOp::Del,
+                _ => {
+                    let v = format!("{}", rng.random_range(0..4));
+                    r.put_http(&v, None);
+                    continue;
+                }
+            };
+            let _ = r.run(op);
+            if rng.random_bool(0.3) {
+                sync(&mut rs);
+            }
+        }
+        if rng.random_bool(0.5) {
+            sync(&mut rs);
+        }
+        rs
+    }
+
     #[test]
     fn writes_told_unchanged_in_place_change_nothing_on_the_general_path() {
         use crate::op::{SetCond, SetExpire};
         let mut rng = SmallRng::seed_from_u64(11);
-        let names: Vec<String> = (0..4).map(|i| format!("{i}")).collect();
-        let pick = |rng: &mut SmallRng| b(&names[rng.random_range(0..names.len())]);
+        let pick = |rng: &mut SmallRng| b(&format!("{}", rng.random_range(0..4)));
         // Writes told unchanged, by op: SADD, HSET, HSETNX, SET.
         let mut told = [0; 4];
-        for round in 0..3000 {
-            let mut rs = vec![Replica::new(1), Replica::new(2)];
-            // States of every type, with concurrent writes merged (siblings,
-            // counters under a string, add-wins members), expiries and
-            // content types.
-            for step in 0..10 {
-                let r = &mut rs[step % 2];
-                let op = match rng.random_range(0..9) {
-                    0 => KeyOp::SAdd(vec![pick(&mut rng), pick(&mut rng)]),
-                    1 => KeyOp::SRem(vec![pick(&mut rng)]),
-                    2 => KeyOp::HSet {
-                        pairs: vec![(pick(&mut rng), pick(&mut rng))],
-                        nx: false,
-                    },
-                    3 => KeyOp::HIncrBy(pick(&mut rng), 1),
-                    4 => KeyOp::IncrBy(1),
-                    5 => KeyOp::Set {
-                        value: pick(&mut rng),
-                        expire: SetExpire::Clear,
-                        cond: SetCond::Always,
-                        get: false,
-                    },
-                    6 => KeyOp::Expire {
-                        at: r.wall + rng.random_range(1..20),
-                        cond: crate::op::ExpireCond::Always,
-                    },
-                    7 => KeyOp::Del,
-                    _ => {
-                        r.put_http(&names[rng.random_range(0..names.len())], None);
-                        continue;
-                    }
-                };
-                let _ = r.run(op);
-                if rng.random_bool(0.3) {
-                    sync(&mut rs);
-                }
-            }
-            if rng.random_bool(0.5) {
-                sync(&mut rs);
-            }
+        for round in 0..5000 {
+            let mut rs = mixed_states(&mut rng);
             let r = &mut rs[round % 2];
             r.wall += rng.random_range(0..12);
             let (m, v) = (pick(&mut rng), pick(&mut rng));
@@ -332,6 +341,67 @@ mod tests {
         assert_eq!(s.doc.unchanged_by(&sadd, s.wall), None, "b is new");
         // Absent: the general path creates the key.
         assert_eq!(Replica::new(4).doc.unchanged_by(&sadd, 1_000), None);
+    }
+
+    /// An INCRBY made in place (`incr_base`, `incr_to`) answers as the
+    /// general path does and leaves exactly the state it leaves: the same
+    /// dots, counts and siblings.
+    #[test]
+    fn an_increment_in_place_is_the_general_paths_to_the_bit() {
+        use crate::apply::Write;
+        use crate::crdt::{Change, OpHint};
+        let mut rng = SmallRng::seed_from_u64(5);
+        let mut in_place = 0;
+        for round in 0..3000 {
+            let mut rs = mixed_states(&mut rng);
+            let r = &mut rs[round % 2];
+            r.wall += rng.random_range(0..12);
+            let by = match rng.random_range(0..4) {
+                0 => i64::MAX,
+                1 => i64::MIN,
+                _ => rng.random_range(-5..6),
+            };
+            let Some(base) = r.doc.incr_base(r.wall) else {
+                continue;
+            };
+            let op = KeyOp::IncrBy(by);
+            // The general path, as the vnode runs it for a sole replica.
+            let mut prng = SmallRng::seed_from_u64(0);
+            let mut ctx = Ctx {
+                now_ms: r.wall,
+                rng: &mut prng,
+            };
+            let live = r.doc.view().filter(|o| !o.is_expired(r.wall));
+            let applied = apply(op.clone(), live.clone(), &mut ctx);
+            let reply = match applied.out {
+                crate::apply::Out::Reply(reply) => reply,
+                other => panic!("INCRBY answered {other:?}"),
+            };
+            let Some(value) = base.checked_add(by) else {
+                // Overflow: the vnode leaves it to the general path,
+                // which refuses it and changes nothing.
+                assert!(matches!(applied.write, Write::None), "{reply:?}");
+                continue;
+            };
+            assert_eq!(reply, Reply::Int(value), "on {:?}", r.doc.view());
+            let Write::Put(after) = &applied.write else {
+                panic!("INCRBY wrote {:?}", applied.write);
+            };
+            let stamp = r.hlc.now(r.wall);
+            let mut general = r.doc.clone();
+            let _ = general.update(
+                live.as_ref(),
+                Change::Put(after),
+                OpHint::of(&op, false),
+                r.actor,
+                stamp,
+            );
+            let mut fast = r.doc.clone();
+            fast.incr_to(value, by, r.actor, stamp);
+            assert_eq!(fast, general, "INCRBY {by} on {:?}", r.doc.view());
+            in_place += 1;
+        }
+        assert!(in_place > 300, "only {in_place} increments made in place");
     }
 
     #[test]

@@ -148,6 +148,35 @@ impl Register {
         }
     }
 
+    /// The view as an integer when it is one computed without floats (an
+    /// integer string plus integer increments): what parsing [`view`](Self::view)
+    /// gives then, without formatting it. None otherwise, even where the
+    /// view happens to read as an integer.
+    pub fn int_view(&self) -> Option<i64> {
+        let win = self.winner();
+        if self.counts.is_empty() {
+            return parse_i64(&win?.value);
+        }
+        let base = match win {
+            None => 0,
+            Some(s) => parse_i64(&s.value)?,
+        };
+        let mut int = 0i64;
+        for (actor, c) in self.counts.iter() {
+            let r = self.reset.get(actor).copied().unwrap_or_default();
+            if c.float - r.float != 0.0 {
+                return None;
+            }
+            int = int.wrapping_add(c.int.wrapping_sub(r.int));
+        }
+        Some(base.wrapping_add(int))
+    }
+
+    /// Whether the winning sibling carries a content type.
+    pub fn has_content_type(&self) -> bool {
+        self.winner().is_some_and(|s| s.content_type.is_some())
+    }
+
     /// Overwrite: remove the siblings in `observed` (all, for SET), reset
     /// the observed counts, and add `sib` under `dot`.
     pub fn write(&mut self, observed: &VersionVector, dot: Dot, sib: Sibling) {

@@ -10,7 +10,7 @@
 use super::register::Sibling;
 use super::version::Actor;
 use super::{Doc, Stamp};
-use crate::{KeyOp, Object, Value};
+use crate::{KeyOp, Object, Value, ValueKind};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -210,6 +210,38 @@ impl Doc {
             self.write_str(expect.clone(), ct, actor, stamp);
         }
         true
+    }
+
+    /// The integer an INCRBY adds to, when the increment can be made on
+    /// this state in place ([`Doc::incr_to`]) with the outcome of the
+    /// general path (the plain view through `apply`, then [`Doc::update`]
+    /// with [`OpHint::Incr`]): a live string key holding an integer, with
+    /// no values of another type beside it. (A content type is dropped, as
+    /// there.) None when the general path must run (it also gives the
+    /// errors).
+    pub fn incr_base(&self, now_ms: u64) -> Option<i64> {
+        if self.expire_at().is_some_and(|at| at <= now_ms)
+            || self.kind()? != ValueKind::Str
+            || self.others_present(ValueKind::Str)
+        {
+            return None;
+        }
+        self.str.body.int_view()
+    }
+
+    /// Record INCRBY `by` that took the value from
+    /// [`incr_base`](Self::incr_base) to `value`, as the general path does:
+    /// the increment; then, where the string carried a content type (which
+    /// the reply drops), an overwrite with the value the client was told.
+    /// (After an integer increment of an integer view the view is `value`,
+    /// so nothing else differs from what the client was told.)
+    pub fn incr_to(&mut self, value: i64, by: i64, actor: Actor, stamp: Stamp) {
+        let dot = self.take_dot(actor);
+        self.str.body.increment(dot, by, 0.0);
+        debug_assert_eq!(self.str.body.int_view(), Some(value));
+        if self.str.body.has_content_type() {
+            self.write_str(Bytes::from(value.to_string()), None, actor, stamp);
+        }
     }
 
     /// [`Doc::incr_str`] for a hash field.
