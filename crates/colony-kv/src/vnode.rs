@@ -308,7 +308,7 @@ impl KvVnode {
             self.load_doc(&skey)?
         };
         let before = stored.as_ref().and_then(Self::presence);
-        if let (KeyOp::IncrBy(by), false) = (&op, want_doc) {
+        if let (KeyOp::IncrBy(by), false, true) = (&op, want_doc, hints.is_empty()) {
             // A counter on a string holding an integer is incremented in
             // place: no plain view, no apply, no diff. (An overflow is
             // refused by the general path.)
@@ -317,14 +317,7 @@ impl KvVnode {
                 let mut doc = stored.take().unwrap_or_default();
                 let stamp = self.hlc.now(now);
                 doc.incr_to(value, *by, self.actor, stamp);
-                self.note_write(bucket, key, &skey, before, &doc, hints);
-                self.unsettled.insert(
-                    skey,
-                    Unsettled {
-                        doc,
-                        stored_hash: old_hash,
-                    },
-                );
+                self.hold_unsettled(bucket, key, skey, before, doc, old_hash);
                 return Ok((KvResponse::Reply(Reply::Int(value)), None));
             }
         }
@@ -402,14 +395,7 @@ impl KvVnode {
         if !want_doc && hints.is_empty() {
             // Nobody needs the encoded state now: encode it once, when
             // the batch is flushed.
-            self.note_write(bucket, key, &skey, before, &doc, hints);
-            self.unsettled.insert(
-                skey,
-                Unsettled {
-                    doc,
-                    stored_hash: old_hash,
-                },
-            );
+            self.hold_unsettled(bucket, key, skey, before, doc, old_hash);
             return Ok((out, None));
         }
         let (encoded, new_hash) = self.put_doc(
@@ -423,6 +409,22 @@ impl KvVnode {
         );
         self.keep_doc(skey, doc, new_hash, encoded.len(), Some(encoded.clone()));
         Ok((out, want_doc.then_some(encoded)))
+    }
+
+    /// Keep `doc`, the key's new state, in `unsettled` until the batch is
+    /// committed (encoded then, once however often it was written), and
+    /// note what the write changes besides (counts, expiry, dirty keys).
+    fn hold_unsettled(
+        &mut self,
+        bucket: &Bytes,
+        key: &[u8],
+        skey: Vec<u8>,
+        before: Option<Option<u64>>,
+        doc: Doc,
+        stored_hash: Option<u64>,
+    ) {
+        self.note_write(bucket, key, &skey, before, &doc, &[]);
+        self.unsettled.insert(skey, Unsettled { doc, stored_hash });
     }
 
     /// Whether a stored state is a live key, and its expiry: what the

@@ -155,11 +155,12 @@ mod tests {
         );
     }
 
-    /// What the general path does with `op` on `r`'s state when `r` is the
-    /// key's sole replica: the reply, and whether the state changed.
-    fn general_write(r: &Replica, op: &KeyOp) -> (Reply, bool) {
-        use crate::apply::Write;
-        use crate::crdt::{Change, OpHint};
+    /// `op` through `apply` on `r`'s live plain view: the view, what apply
+    /// gave, and its reply.
+    fn apply_to_view(
+        r: &Replica,
+        op: &KeyOp,
+    ) -> (Option<crate::Object>, crate::apply::Applied, Reply) {
         let mut rng = SmallRng::seed_from_u64(0);
         let mut ctx = Ctx {
             now_ms: r.wall,
@@ -167,10 +168,19 @@ mod tests {
         };
         let live = r.doc.view().filter(|o| !o.is_expired(r.wall));
         let applied = apply(op.clone(), live.clone(), &mut ctx);
-        let reply = match applied.out {
-            crate::apply::Out::Reply(reply) => reply,
-            other => panic!("a write answered {other:?}"),
+        let reply = match &applied.out {
+            crate::apply::Out::Reply(reply) => reply.clone(),
+            other => panic!("{op:?} answered {other:?}"),
         };
+        (live, applied, reply)
+    }
+
+    /// What the general path does with `op` on `r`'s state when `r` is the
+    /// key's sole replica: the reply, and whether the state changed.
+    fn general_write(r: &Replica, op: &KeyOp) -> (Reply, bool) {
+        use crate::apply::Write;
+        use crate::crdt::{Change, OpHint};
+        let (live, applied, reply) = apply_to_view(r, op);
         let change = match &applied.write {
             Write::None => return (reply, false),
             Write::Put(o) => Change::Put(o),
@@ -353,17 +363,7 @@ mod tests {
             };
             let op = KeyOp::IncrBy(by);
             // The general path, as the vnode runs it for a sole replica.
-            let mut prng = SmallRng::seed_from_u64(0);
-            let mut ctx = Ctx {
-                now_ms: r.wall,
-                rng: &mut prng,
-            };
-            let live = r.doc.view().filter(|o| !o.is_expired(r.wall));
-            let applied = apply(op.clone(), live.clone(), &mut ctx);
-            let reply = match applied.out {
-                crate::apply::Out::Reply(reply) => reply,
-                other => panic!("INCRBY answered {other:?}"),
-            };
+            let (live, applied, reply) = apply_to_view(r, &op);
             let Some(value) = base.checked_add(by) else {
                 // Overflow: the vnode leaves it to the general path,
                 // which refuses it and changes nothing.
