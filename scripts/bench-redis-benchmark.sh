@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Colony beside Redis under redis-benchmark: throughput per command at pipeline
 # 1 and 16 (median of RUNS runs), then resident memory with 1M distinct
-# 100-byte values. Prints a markdown table.
+# 100-byte values (median of MEM_ROUNDS loads, each into a fresh server).
+# Prints a markdown table.
 #
 # Environment:
 #   N=1000000        requests per redis-benchmark run
 #   RUNS=3           runs per (server, pipeline); the median is reported
 #   CLIENTS=50       redis-benchmark connections
 #   MEM_KEYS=1000000 distinct keys loaded for the memory rows
+#   MEM_ROUNDS=3     loads for the memory rows, each into a fresh server
+#                    (Colony's resident memory after a load is bimodal: one
+#                    reading cannot be trusted)
 #   SKIP_COLONY=1    measure Redis only (Colony is neither built nor started)
 #   COLONY_BIN=path  use this colony binary instead of building one
 #   COLONY_ARGS=""   extra flags for the Colony node
@@ -24,6 +28,7 @@ N=${N:-1000000}
 RUNS=${RUNS:-3}
 CLIENTS=${CLIENTS:-50}
 MEM_KEYS=${MEM_KEYS:-1000000}
+MEM_ROUNDS=${MEM_ROUNDS:-3}
 SKIP_COLONY=${SKIP_COLONY:-0}
 SKIP_MEMORY=${SKIP_MEMORY:-0}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-900}
@@ -42,15 +47,29 @@ log "building colony-bench"
 (cd "$ROOT" && cargo build --release -q -p colony-bench)
 BENCH_BIN=$TARGET_DIR/release/colony-bench
 
-REDIS_PORT=$(free_port)
-mkdir -p "$WORK/redis"
-redis-server --bind "$HOST" --port "$REDIS_PORT" --dir "$WORK/redis" \
-    --appendonly yes --appendfsync everysec --save '' \
-    --daemonize no --logfile "$WORK/redis.log" &
-REDIS_PID=$!
-PIDS+=("$REDIS_PID")
-wait_ready redis "$REDIS_PORT" "$REDIS_PID"
-log "redis $(redis-server --version | awk '{sub(/^v=/, "", $3); print $3}') on $HOST:$REDIS_PORT (pid $REDIS_PID)"
+# start_redis NAME: a Redis in $WORK/NAME with the durability settings the
+# table states; sets NODE_PORT and NODE_PID.
+start_redis() {
+    local name=$1
+    NODE_PORT=$(free_port)
+    mkdir -p "$WORK/$name"
+    redis-server --bind "$HOST" --port "$NODE_PORT" --dir "$WORK/$name" \
+        --appendonly yes --appendfsync everysec --save '' \
+        --daemonize no --logfile "$WORK/$name.log" &
+    NODE_PID=$!
+    PIDS+=("$NODE_PID")
+    wait_ready "$name" "$NODE_PORT" "$NODE_PID"
+    log "$name $(redis-server --version | awk '{sub(/^v=/, "", $3); print $3}') on $HOST:$NODE_PORT (pid $NODE_PID)"
+}
+
+# stop_server PID: stops a server started here and waits for it.
+stop_server() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+start_redis redis
+REDIS_PORT=$NODE_PORT
 
 # start_node NAME EXTRA_FLAGS: a Colony node in $WORK/NAME with the extra
 # flags (one string, split on spaces); sets NODE_PORT and NODE_PID.
@@ -125,17 +144,44 @@ measure_memory() {
     echo "$(rss_kib "$pid") ${dbsize:-n/a}"
 }
 
-REDIS_MEM="" COLONY_MEM=""
+# median_line LINE...: of "rss dbsize" lines, the one with the median rss
+# (the lower middle one of an even count).
+median_line() {
+    printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $0 } END { print a[int((NR + 1) / 2)] }'
+}
+
+# rss_list LINE...: every rss of "rss dbsize" lines, in MiB, in load order.
+rss_list() {
+    printf '%s\n' "$@" | awk '{ printf "%s%.0f", (NR > 1 ? ", " : ""), $1 / 1024 }'
+}
+
+# Each load goes into a fresh server (new data directory), so that one
+# load's memory does not depend on what the benchmark runs left behind.
+REDIS_MEM="" COLONY_MEM="" REDIS_MEMS="" COLONY_MEMS=""
 if [ "$SKIP_MEMORY" != 1 ]; then
-    REDIS_MEM=$(measure_memory redis "$REDIS_PORT" "$REDIS_PID")
-    if [ -n "$COLONY_PID" ]; then
-        COLONY_MEM=$(measure_memory colony "$COLONY_PORT" "$COLONY_PID")
+    rmem=() cmem=()
+    for round in $(seq 1 "$MEM_ROUNDS"); do
+        start_redis "redis-mem$round"
+        rmem+=("$(measure_memory "redis-mem$round" "$NODE_PORT" "$NODE_PID")")
+        stop_server "$NODE_PID"
+        if [ -n "$COLONY_PID" ]; then
+            start_node "colony-mem$round" "${COLONY_ARGS:-}"
+            cmem+=("$(measure_memory "colony-mem$round" "$NODE_PORT" "$NODE_PID")")
+            stop_server "$NODE_PID"
+        fi
+    done
+    REDIS_MEM=$(median_line "${rmem[@]}")
+    REDIS_MEMS=$(rss_list "${rmem[@]}")
+    if [ "${#cmem[@]}" -gt 0 ]; then
+        COLONY_MEM=$(median_line "${cmem[@]}")
+        COLONY_MEMS=$(rss_list "${cmem[@]}")
     fi
 fi
 
 # The table: medians per (command, pipeline), then memory.
 awk -v runs="$RUNS" -v n="$N" -v clients="$CLIENTS" -v alt="${ALT_PORT:+${ALT_ARGS:-}}" \
-    -v rmem="$REDIS_MEM" -v cmem="$COLONY_MEM" -v keys="$MEM_KEYS" '
+    -v rmem="$REDIS_MEM" -v cmem="$COLONY_MEM" -v keys="$MEM_KEYS" \
+    -v rmems="$REDIS_MEMS" -v cmems="$COLONY_MEMS" -v rounds="$MEM_ROUNDS" '
 function median(key,   i, j, k, t, a) {
     k = cnt[key]
     if (k == 0) return ""
@@ -172,7 +218,8 @@ END {
     if (rmem != "") {
         split(rmem, rm, " "); split(cmem, cm, " ")
         rmib = rm[1] / 1024; cmib = (cmem == "") ? "" : cm[1] / 1024
-        printf "| memory: RSS, %d x 100 B values (MiB) | - | %.1f | %s | %s |\n", keys, rmib, (cmib == "" ? "n/a" : sprintf("%.1f", cmib)), ratio(cmib, rmib)
-        printf "| memory: DBSIZE after load | - | %s | %s | - |\n", rm[2], (cmem == "" ? "n/a" : cm[2])
+        printf "| memory: RSS, %d x 100 B values, median of %d fresh loads (MiB) | - | %.1f | %s | %s |\n", keys, rounds, rmib, (cmib == "" ? "n/a" : sprintf("%.1f", cmib)), ratio(cmib, rmib)
+        printf "| memory: RSS of each load (MiB) | - | %s | %s | - |\n", rmems, (cmems == "" ? "n/a" : cmems)
+        printf "| memory: DBSIZE after the median load | - | %s | %s | - |\n", rm[2], (cmem == "" ? "n/a" : cm[2])
     }
 }' "$WORK/rps"
