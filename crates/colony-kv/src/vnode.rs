@@ -256,10 +256,7 @@ impl KvVnode {
             // A read of a state in memory looks at it in place: no take and
             // put back. One member or field is read without building the
             // whole plain object.
-            let doc = match self.unsettled.get(&skey) {
-                Some(u) => Some(&u.doc),
-                None => self.docs.peek(&skey).map(|c| &c.doc),
-            };
+            let doc = self.doc_in_memory(&skey);
             if let Some(reply) = doc.and_then(|d| d.read_in_place(&op, now)) {
                 return Ok((KvResponse::Reply(reply), None));
             }
@@ -283,16 +280,15 @@ impl KvVnode {
             // A write its sole replica can tell changes nothing, from the
             // state in place, is answered without taking the state out (an
             // SADD of a member already there). A SET's value over the limit
-            // goes the general way, which refuses it.
+            // goes the general way, which refuses it. (An SADD or HSET that
+            // changes nothing is answered even on a collection over a limit
+            // lowered since it was stored: it grows nothing.)
             let small = match &op {
                 KeyOp::Set { value, .. } => value.len() <= self.limits.max_value_bytes,
                 _ => true,
             };
-            let doc = match self.unsettled.get(&skey) {
-                Some(u) => Some(&u.doc),
-                None => self.docs.peek(&skey).map(|c| &c.doc),
-            };
-            if let Some(reply) = doc.filter(|_| small).and_then(|d| d.unchanged_by(&op, now)) {
+            let doc = self.doc_in_memory(&skey).filter(|_| small);
+            if let Some(reply) = doc.and_then(|d| d.unchanged_by(&op, now)) {
                 return Ok((KvResponse::Reply(reply), None));
             }
         }
@@ -409,6 +405,15 @@ impl KvVnode {
         );
         self.keep_doc(skey, doc, new_hash, encoded.len(), Some(encoded.clone()));
         Ok((out, want_doc.then_some(encoded)))
+    }
+
+    /// The key's state if it is in memory (written in this batch, or
+    /// cached), to look at in place; a cached one is marked as read.
+    fn doc_in_memory(&mut self, skey: &[u8]) -> Option<&Doc> {
+        match self.unsettled.get(skey) {
+            Some(u) => Some(&u.doc),
+            None => self.docs.peek(skey).map(|c| &c.doc),
+        }
     }
 
     /// Keep `doc`, the key's new state, in `unsettled` until the batch is

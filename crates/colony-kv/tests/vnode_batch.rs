@@ -50,6 +50,17 @@ fn open(store: &Arc<Store>, seed: u64) -> KvVnode {
     .unwrap()
 }
 
+/// A vnode on a fresh store whose anti-entropy tree is built, so that
+/// tests can compare the tree its writes keep with one rebuilt from the
+/// store. (The directory must outlive the store.)
+fn fresh_with_tree() -> (tempfile::TempDir, Arc<Store>, KvVnode) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let mut v = open(&store, 1);
+    call(&mut v, KvRequest::AaeRebuild { wait: true });
+    (dir, store, v)
+}
+
 fn bucket() -> Bytes {
     Bytes::from_static(b"default")
 }
@@ -127,10 +138,7 @@ fn set(value: &str) -> KeyOp {
 
 #[test]
 fn a_key_written_many_times_in_a_batch_is_seen_whole_by_every_reader() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
-    let mut v = open(&store, 1);
-    call(&mut v, KvRequest::AaeRebuild { wait: true });
+    let (_dir, store, mut v) = fresh_with_tree();
 
     let mut reqs = Vec::new();
     for _ in 0..50 {
@@ -344,10 +352,7 @@ fn shown(doc: &Bytes) -> Value {
 /// it hands out is byte for byte what the store holds.
 #[test]
 fn a_replica_fetches_and_merges_through_its_cache() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
-    let mut v = open(&store, 1);
-    call(&mut v, KvRequest::AaeRebuild { wait: true });
+    let (_dir, store, mut v) = fresh_with_tree();
     // The states another replica sends: "a", then "b" written over it.
     let src_dir = tempfile::tempdir().unwrap();
     let src_store = open_store(src_dir.path());
@@ -422,10 +427,7 @@ fn a_replica_fetches_and_merges_through_its_cache() {
 /// the value, the key count, the expiry, the anti-entropy tree.
 #[test]
 fn increments_in_place_are_stored_counted_and_keep_the_expiry() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
-    let mut v = open(&store, 1);
-    call(&mut v, KvRequest::AaeRebuild { wait: true });
+    let (_dir, store, mut v) = fresh_with_tree();
     call(&mut v, key_req("c", set("10")));
     let at = 1_000_000 + 60_000;
     let expire = KeyOp::Expire {
