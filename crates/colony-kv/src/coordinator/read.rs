@@ -130,15 +130,26 @@ pub async fn read<T: ReplicaTransport>(
     }
     let merged = merge_answers(&answers)?;
     let out = answer_from(&kr.op, merged.as_ref(), clock.now_ms());
+    // The common case: every replica asked answered, all with the same
+    // state. Nothing to repair, and no task to spawn (a read used to spawn
+    // one that decoded and encoded the state again only to find that).
+    if pending.is_empty() && all_same(&answers) {
+        return Ok(out);
+    }
     let net = net.clone();
-    tokio::spawn(async move { repair(&net, kr, targets, answers, pending).await });
+    tokio::spawn(async move { repair(&net, kr, targets, answers, pending, merged).await });
     Ok(out)
+}
+
+/// Whether every answer is the same state (or every one "not found").
+fn all_same(answers: &[(usize, Option<Bytes>)]) -> bool {
+    answers.iter().all(|(_, d)| *d == answers[0].1)
 }
 
 /// The order in which a read asks its targets: primaries before fallbacks,
 /// this node first; the other primaries in an order that turns with the
 /// key, so reads of different keys spread over them.
-fn ask_order(me: &colony_core::NodeId, targets: &[Target], hash: u64) -> Vec<usize> {
+pub(super) fn ask_order(me: &colony_core::NodeId, targets: &[Target], hash: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..targets.len()).collect();
     // Stable: the walk's order within each group.
     order.sort_by_key(|&i| (!targets[i].primary, targets[i].node != *me));
@@ -179,24 +190,39 @@ fn ask<T: ReplicaTransport>(
 }
 
 /// Wait (briefly) for the remaining answers of a read, then send the
-/// merged state to every target that lacked part of it.
+/// merged state to every target that lacked part of it. `merged` is the
+/// merge of the answers so far.
 async fn repair<T: ReplicaTransport>(
     net: &T,
     kr: KeyReq,
     targets: Vec<Target>,
     mut answers: Vec<(usize, Option<Bytes>)>,
     mut pending: Pending,
+    mut merged: Option<Doc>,
 ) {
     while let Ok(Some((i, r))) = tokio::time::timeout(REPLICA_TIMEOUT, pending.next()).await {
         if let Ok(KvResponse::Doc(d)) = r {
+            if let Some(bytes) = d
+                .as_ref()
+                .filter(|b| !answers.iter().any(|(_, e)| e.as_ref() == Some(*b)))
+            {
+                let Ok(doc) = Doc::decode(bytes) else {
+                    return;
+                };
+                match &mut merged {
+                    Some(m) => m.merge(&doc),
+                    None => merged = Some(doc),
+                }
+            }
             answers.push((i, d));
         }
     }
-    // The common case: every replica answered the same state.
-    if answers.len() == targets.len() && answers.iter().all(|(_, d)| *d == answers[0].1) {
+    // Only those that answered can be repaired: when they all hold the
+    // same state, none lacks anything the others have.
+    if all_same(&answers) {
         return;
     }
-    let Ok(Some(merged)) = merge_answers(&answers) else {
+    let Some(merged) = merged else {
         return;
     };
     let encoded = merged.encode();

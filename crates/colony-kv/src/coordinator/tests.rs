@@ -132,6 +132,8 @@ struct Canned {
     repairs: Arc<tokio::sync::Semaphore>,
     /// The nodes asked for the key's state, in order.
     fetched: Arc<std::sync::Mutex<Vec<NodeId>>>,
+    /// The nodes sent a state to merge (read repairs), in order.
+    repaired: Arc<std::sync::Mutex<Vec<NodeId>>>,
 }
 
 impl ReplicaTransport for Canned {
@@ -145,8 +147,10 @@ impl ReplicaTransport for Canned {
         _partition: PartitionId,
         req: KvRequest,
     ) -> Result<crate::vnode::KvResponse, CallFailed> {
-        if matches!(req, KvRequest::Fetch { .. }) {
-            self.fetched.lock().unwrap().push(node.clone());
+        match req {
+            KvRequest::Fetch { .. } => self.fetched.lock().unwrap().push(node.clone()),
+            KvRequest::Merge { .. } => self.repaired.lock().unwrap().push(node.clone()),
+            _ => {}
         }
         let Some((delay_ms, doc)) = self.answers.get(node).cloned() else {
             return Err(CallFailed::new(
@@ -186,6 +190,7 @@ async fn a_fallbacks_not_found_waits_for_the_replica_still_to_answer() {
         answers: Arc::new(answers.into_iter().collect()),
         repairs: new_repair_budget(),
         fetched: Default::default(),
+        repaired: Default::default(),
     };
     let target = |i: usize, primary: bool| Target {
         node: n(i),
@@ -266,6 +271,7 @@ fn canned(me: usize, answers: &[(usize, u64, bool)]) -> Canned {
         ),
         repairs: new_repair_budget(),
         fetched: Default::default(),
+        repaired: Default::default(),
     }
 }
 
@@ -398,4 +404,57 @@ fn a_node_about_to_own_its_first_partition_is_joining_and_takes_shared_writes() 
     // A node that left shares nothing: it refuses the shared bucket too.
     let gone = n(20);
     assert!(refusal(&r, &gone, p, &merge(b"everywhere"), &shared).is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_repairs_the_replica_that_answered_an_older_state_and_no_other() {
+    let mut written = crate::crdt::Doc::default();
+    let stamp = crate::crdt::Stamp {
+        time: 1 << 16,
+        node: 1,
+    };
+    written.put_with_context(
+        bytes::Bytes::from_static(b"v"),
+        None,
+        None,
+        crate::crdt::Actor(7),
+        stamp,
+    );
+    let written = written.encode();
+    // node1 (this node) has the write, node2 missed it, node3 is slow. The
+    // hash makes the read ask node2 after node1.
+    let hash = (0..64)
+        .find(|&h| read::ask_order(&n(1), &primaries(&[1, 2, 3]), h)[1] == 1)
+        .unwrap();
+    let mut net = canned(1, &[(1, 1, false), (2, 1, false), (3, 5_000, false)]);
+    let answers = [
+        (n(1), (1, Some(written.clone()))),
+        (n(2), (1, None)),
+        (n(3), (5_000, Some(written.clone()))),
+    ];
+    net.answers = Arc::new(answers.into_iter().collect());
+    let got = read_r2(&net, hash).await;
+    assert!(
+        matches!(&got, crate::vnode::KvResponse::Doc(Some(d)) if *d == written),
+        "{got:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(*net.fetched.lock().unwrap(), vec![n(1), n(2)]);
+    assert_eq!(
+        *net.repaired.lock().unwrap(),
+        vec![n(2)],
+        "only the stale replica"
+    );
+
+    // Both asked hold the write: nothing is repaired.
+    let mut net = canned(1, &[]);
+    let answers = [
+        (n(1), (1, Some(written.clone()))),
+        (n(2), (1, Some(written.clone()))),
+        (n(3), (1, None)),
+    ];
+    net.answers = Arc::new(answers.into_iter().collect());
+    read_r2(&net, hash).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(net.repaired.lock().unwrap().is_empty());
 }
