@@ -145,11 +145,15 @@ pub async fn write<T: ReplicaTransport>(
         return Err(tally.unmet("write"));
     }
     // An increment answers with the merged count of the replicas that
-    // answered, not just the leader's.
-    if let (Some(mut l), Ok(mine)) = (learned, Doc::decode(&doc)) {
-        l.merge(&mine);
-        if let Some(r) = counter_reply(&kr.op, &l) {
-            return Ok(KvResponse::Reply(r));
+    // answered, not just the leader's. (Decoded only when a replica knew
+    // more: a tuple pattern would decode the leader's state for every
+    // write.)
+    if let Some(mut l) = learned {
+        if let Ok(mine) = Doc::decode(&doc) {
+            l.merge(&mine);
+            if let Some(r) = counter_reply(&kr.op, &l) {
+                return Ok(KvResponse::Reply(r));
+            }
         }
     }
     Ok(out)

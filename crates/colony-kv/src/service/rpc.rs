@@ -36,7 +36,8 @@ impl RpcHandler for KvRpcHandler {
             if !req_is_client(&req) {
                 return Err(RpcError::Protocol("not a client request".into()));
             }
-            if let Some(resp) = router.replica_request(partition, req.clone()).await {
+            if coordinator::is_replica_request(&req) {
+                let resp = router.replica_request(partition, req).await;
                 return Ok(colony_core::cluster::msg::encode(&resp));
             }
             // Partition-wide requests are served by any replica of the
@@ -67,34 +68,31 @@ impl RpcHandler for KvRpcHandler {
 }
 
 impl Router {
-    /// Serve a replica-level request (from another node's coordinator)
-    /// here; None if `req` is not one. A write is refused for a partition
-    /// this node neither replicates nor stands in for.
-    async fn replica_request(&self, partition: PartitionId, req: KvRequest) -> Option<KvResponse> {
-        if !coordinator::is_replica_request(&req) {
-            return None;
-        }
+    /// Serve a replica-level request (one [`coordinator::is_replica_request`]
+    /// accepts, from another node's coordinator) here. A write is refused
+    /// for a partition this node neither replicates nor stands in for.
+    async fn replica_request(&self, partition: PartitionId, req: KvRequest) -> KvResponse {
         match self.ring() {
             Some(ring) => {
                 let shared = self.0.shared.all();
                 if let Some(e) = coordinator::refusal(&ring, &self.0.me, partition, &req, &shared) {
-                    return Some(KvResponse::Failed(e));
+                    return KvResponse::Failed(e);
                 }
             }
             // Not a member yet: no replica of anything.
             None if req.is_aae() => {
                 let e = KvError::TryAgain("this node has not joined the cluster yet".into());
-                return Some(KvResponse::Failed(e));
+                return KvResponse::Failed(e);
             }
             None => {}
         }
-        Some(match self.local(partition) {
+        match self.local(partition) {
             Ok(h) => match h.call(req).await {
                 Ok(r) => r,
                 Err(e) => KvResponse::Failed(e.into()),
             },
             Err(e) => KvResponse::Failed(e),
-        })
+        }
     }
 }
 
