@@ -8,9 +8,12 @@
 
 # Only loopback is ever targeted.
 HOST=127.0.0.1
-# free_port draws from PORT_BASE .. PORT_BASE + PORT_SPAN - 1.
+# free_port draws from PORT_BASE .. PORT_BASE + PORT_SPAN - 1: by default
+# 20000-31999, below Linux's ephemeral range (32768-60999). A port picked
+# inside it could be taken by some connection's local end before the server
+# binds it (a node once failed to start so, mid-run).
 PORT_BASE=${PORT_BASE:-20000}
-PORT_SPAN=${PORT_SPAN:-20000}
+PORT_SPAN=${PORT_SPAN:-12000}
 
 log() { echo "[bench] $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -132,9 +135,9 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # have finished), at most LIMIT_S seconds (default 60). Resident memory read
 # mid-compaction swings by a factor of two between runs.
 wait_idle() {
-    local pid=$1 limit=${2:-60} hz i before after
+    local pid=$1 limit=${2:-60} hz _ before after
     hz=$(getconf CLK_TCK)
-    for i in $(seq 1 "$limit"); do
+    for _ in $(seq 1 "$limit"); do
         before=$(cpu_ticks "$pid") || return 0
         sleep 1
         after=$(cpu_ticks "$pid") || return 0
