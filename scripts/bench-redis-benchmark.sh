@@ -38,7 +38,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 # shellcheck source=lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
-PORT_BASE=20000 PORT_SPAN=20000
+PORT_BASE=20000 PORT_SPAN=12000
 bench_init colony-vs-redis
 
 require_tools redis-server redis-cli redis-benchmark timeout
