@@ -156,7 +156,11 @@ impl Connection {
         };
         match self.tx.try_send(frame) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => return Err(RpcError::Overloaded),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("colony_rpc_overload_refusals_total", "where" => "send_queue")
+                    .increment(1);
+                return Err(RpcError::Overloaded);
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(RpcError::Closed),
         }
         answer.await.unwrap_or(Err(RpcError::Closed))

@@ -162,6 +162,8 @@ impl ServerConn {
         }
         if self.handlers.len() >= self.rpc.config.max_inflight_per_conn {
             count_error(&RpcError::Overloaded);
+            metrics::counter!("colony_rpc_overload_refusals_total", "where" => "in_flight")
+                .increment(1);
             let refusal = error_frame(frame.request_id, frame.service, &RpcError::Overloaded, 0);
             let _ = self.tx.send(refusal).await;
             return;
