@@ -95,6 +95,11 @@ pub struct KvVnode {
     /// a key's entry, and only the code that staged the state puts it back.
     /// A hot key then costs neither a store lookup nor a decode.
     docs: DocCache,
+    /// Key states read from the store since the last tick (the cache and
+    /// this batch did not hold them), published then as
+    /// `colony_kv_store_reads_total`: with the request counts, the state
+    /// cache's miss rate.
+    store_reads: u64,
 }
 
 impl KvVnode {
@@ -147,6 +152,7 @@ impl KvVnode {
             aae: AaeState::default(),
             shared: crate::shared::SharedBuckets::new(),
             docs: DocCache::new(limits.doc_cache_bytes),
+            store_reads: 0,
         })
     }
 
@@ -720,6 +726,10 @@ impl Vnode for KvVnode {
     }
 
     fn tick(&mut self, _now: Instant) {
+        if self.store_reads > 0 {
+            metrics::counter!("colony_kv_store_reads_total")
+                .increment(std::mem::take(&mut self.store_reads));
+        }
         if let Err(e) = self.expire_due() {
             tracing::warn!(partition = %self.partition, error = %e, "active expiry failed");
         }

@@ -44,6 +44,7 @@ impl KvVnode {
         if let Some(v) = self.pending.get(skey) {
             return v.as_deref().map(f).transpose();
         }
+        self.store_reads += 1;
         self.store.data().get(skey)?.as_deref().map(f).transpose()
     }
 
