@@ -108,11 +108,13 @@ w("## Command\n")
 w(f"```sh\n{one('command')}\n```\n")
 w("Each measured run is one colony-bench process:\n")
 w(f"```sh\ncolony-bench --host 127.0.0.1 -p PORT [--cluster] | --addr N1,N2,N3  --workload W --dist D "
-  f"--keyspace {env('KEYSPACE')} --load --clients {CLIENTS} --pipeline P "
+  f"--keyspace {env('KEYSPACE')} --clients {CLIENTS} --pipeline P "
   f"--requests {N} --duration {env('DURATION')} --json FILE --quiet\n```\n")
-w(f"`--load` first writes every key of the workload's keyspace once; then {N:,} "
-  f"operations are measured (closed loop, {CLIENTS} clients, values of {VALUE} B), "
-  f"or fewer if {env('DURATION')} s pass first. Throughput is the median of {RUNS} "
+w(f"As in YCSB, each workload's keyspace is written once per target first (the same "
+  f"command with `--load --requests 0`); then, for each pipeline depth, one unrecorded "
+  f"warm-up run per target, then the measured runs: {N:,} operations each (closed "
+  f"loop, {CLIENTS} clients, values of {VALUE} B), or fewer if {env('DURATION')} s "
+  f"pass first. Throughput is the median of {RUNS} "
   "run(s); latency (µs) is that of the run with the median throughput. Runs are "
   "interleaved: run 1 on every target, then run 2, and so on. Against the Redis "
   f"Cluster each client keeps one connection per master (so {CLIENTS} clients are "
@@ -259,6 +261,23 @@ for (t, wl, dist, p), rs in sorted(runs.items()):
     if len(rs) < RUNS:
         notes.append(f"{col.get(t, t)}, {wl} ({dist}), pipeline {p}: only {len(rs)} of "
                      f"{RUNS} runs produced a result")
+# The loads (one per target and workload, before its runs).
+for path in sorted(glob.glob(os.path.join(d, "load-*.json"))):
+    m = re.search(r"load-(\w+)-(\w+)-(\w+)\.json$", path)
+    if not m:
+        continue
+    t, wl, dist = m.groups()
+    with open(path) as f:
+        load = json.load(f).get("load")
+    if not load:
+        notes.append(f"{col.get(t, t)}, {wl} ({dist}): the load wrote no report")
+        continue
+    if load["total"]["errors"]:
+        notes.append(f"{col.get(t, t)}, {wl} ({dist}): {load['total']['errors']} errors while "
+                     "loading: " + ", ".join(f"{k}={n}" for k, n in
+                                              sorted(load["total"]["error_kinds"].items())))
+    if load["hit_duration_cap"]:
+        notes.append(f"{col.get(t, t)}, {wl} ({dist}): the load was stopped by --duration")
 redirects = sum(r["redirects"] for (t, *_), rs in runs.items() if t == "cluster" for r in rs)
 rewrites = [f"{col[t]} {one('aof_rewrites.' + t)}" for t in ("redis", "cluster") if t in TARGETS]
 if rewrites:
