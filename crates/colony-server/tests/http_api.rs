@@ -313,6 +313,48 @@ async fn key_count_metric_drops_to_zero_when_a_bucket_empties() {
     assert_eq!(sample(&text, "colony_kv_keys{", "bucket=\"brief\""), 0.0);
 }
 
+#[tokio::test]
+async fn store_reads_count_the_state_cache_misses_only() {
+    let Some(node) = start(&[]).await else { return };
+    let mut c = node.conn().await.unwrap();
+    // A new key's first write reads the store (to find nothing there), and
+    // so does each read of a key that does not exist: 21 reads in all.
+    let () = resp_cmd(&mut c, &["SET", "hot", "v"]).await;
+    for i in 0..20 {
+        let none: Option<String> = resp_cmd(&mut c, &["GET", &format!("absent{i}")]).await;
+        assert_eq!(none, None);
+    }
+    // Published at the vnodes' next tick (every 100 ms).
+    let reads = || async {
+        let text = call(&node, "GET", "/metrics", b"").await.text();
+        text.lines()
+            .filter(|l| l.starts_with("colony_kv_store_reads_total"))
+            .find_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let mut before = 0.0;
+    for _ in 0..50 {
+        before = reads().await;
+        if before >= 21.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(before >= 21.0, "{before} store reads counted, 21 made");
+    // A key the cache holds is read without the store.
+    for _ in 0..50 {
+        let v: Option<String> = resp_cmd(&mut c, &["GET", "hot"]).await;
+        assert_eq!(v.as_deref(), Some("v"));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let after = reads().await;
+    assert!(
+        after - before < 10.0,
+        "50 cached reads counted as {} store reads",
+        after - before
+    );
+}
+
 /// The value of the first sample line starting with `prefix` and containing `label`.
 fn sample(text: &str, prefix: &str, label: &str) -> f64 {
     text.lines()
