@@ -109,11 +109,25 @@ impl RpcConfig {
 /// The future a handler returns.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, RpcError>> + Send + 'static>>;
 
-/// Answers the calls peers make to this node. Each request runs on its own
-/// task; an `Err` goes back to the caller (`Overloaded` and `Timeout` as
+/// Answers the calls peers make to this node. The requests that arrive
+/// together on a connection (those already read when the first is taken)
+/// are handed over as one batch and run on one task, each answered as soon
+/// as it is done; an `Err` goes back to the caller (`Overloaded` and `Timeout` as
 /// themselves, anything else as [`RpcError::Remote`] with its text).
 pub trait RpcHandler: Send + Sync + 'static {
     fn handle(&self, from: NodeId, service: ServiceId, body: Bytes) -> HandlerFuture;
+
+    /// Requests from `from` that arrived together, in arrival order: one
+    /// future per request, in the same order. Called on the task that then
+    /// runs the futures, so work done here (handing the requests to their
+    /// destination in one go) is the batch's, not the connection's. The
+    /// default handles each on its own.
+    fn handle_many(&self, from: &NodeId, requests: Vec<(ServiceId, Bytes)>) -> Vec<HandlerFuture> {
+        requests
+            .into_iter()
+            .map(|(service, body)| self.handle(from.clone(), service, body))
+            .collect()
+    }
 }
 
 impl<F, Fut> RpcHandler for F

@@ -180,6 +180,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The next frame if the buffer already holds the whole of it; never
+    /// reads. Lets a server take every request that arrived together.
+    pub fn buffered(&mut self) -> Result<Option<Frame>, RpcError> {
+        decode(&mut self.buf, self.max)
+    }
+
     /// Read and discard until the peer closes or fails, so that closing our
     /// side does not reset the connection before the peer has read our last
     /// frame. The caller bounds this in time.

@@ -1,15 +1,23 @@
-//! The serving side: accept peers, authenticate them, and handle each request
-//! on its own task, at most `max_inflight_per_conn` per connection (beyond
-//! that the request is answered `Overloaded` at once).
+//! The serving side: accept peers, authenticate them, and handle their
+//! requests, at most `max_inflight_per_conn` per connection (beyond that a
+//! request is answered `Overloaded` at once). The requests that arrived
+//! together (every whole frame already read when one is taken) go to the
+//! handler as one batch and run on one task: a peer that pipelines many
+//! small requests costs one task and one hand-over per batch, not per
+//! request.
 
 use super::error::{count_error, encode_error};
 use super::frame::{Frame, FrameKind, FrameReader, ReadEnd, HEADER_LEN};
 use super::writer::{run_writer, WriterEnd};
-use super::{handshake, ConnectionGauge, Rpc, RpcError};
+use super::{handshake, ConnectionGauge, Rpc, RpcError, RpcHandler, ServiceId};
 use crate::NodeId;
 use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::tcp::OwnedReadHalf;
@@ -98,6 +106,7 @@ async fn serve_connection(
         tx,
         handlers: JoinSet::new(),
         running: HashMap::new(),
+        in_flight: Arc::new(AtomicUsize::new(0)),
     };
     if let Some(reason) = conn.serve(established.reader, &stop).await {
         conn.close_with(reason, writer, &shutdown, config.connect_timeout)
@@ -114,10 +123,12 @@ struct ServerConn {
     peer: NodeId,
     remote: SocketAddr,
     tx: mpsc::Sender<Frame>,
-    /// Handlers running for this connection; aborted when it closes.
+    /// Batches running for this connection; aborted when it closes.
     handlers: JoinSet<()>,
-    /// Which request (id, service) each running handler answers.
-    running: HashMap<Id, (u64, u8)>,
+    /// The requests (id, service) each running batch answers.
+    running: HashMap<Id, Vec<(u64, u8)>>,
+    /// Requests taken and not answered yet, over all batches.
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// Why a connection is being closed on purpose, and its reading half, which
@@ -140,7 +151,11 @@ impl ServerConn {
                 _ = stop.cancelled() => return None,
                 Some(joined) = self.handlers.join_next_with_id() => self.on_joined(joined).await,
                 frame = reader.next() => match frame {
-                    Ok(frame) if frame.kind == FrameKind::Request => self.on_request(frame).await,
+                    Ok(frame) if frame.kind == FrameKind::Request => {
+                        if let Some(error) = self.on_requests(frame, &mut reader).await {
+                            return Some(Closing { error, reader });
+                        }
+                    }
                     Ok(frame) => {
                         let error = RpcError::Protocol(format!("unexpected {:?} frame", frame.kind));
                         return Some(Closing { error, reader });
@@ -156,53 +171,96 @@ impl ServerConn {
         }
     }
 
-    async fn on_request(&mut self, frame: Frame) {
+    /// Take `first` and every request already buffered behind it, refuse
+    /// those beyond the in-flight limit, and run the rest as one batch.
+    /// Returns why the connection must close if a buffered frame broke
+    /// the protocol (the requests before it are still served).
+    async fn on_requests(
+        &mut self,
+        first: Frame,
+        reader: &mut FrameReader<OwnedReadHalf>,
+    ) -> Option<RpcError> {
         while let Some(joined) = self.handlers.try_join_next_with_id() {
             self.on_joined(joined).await;
         }
-        if self.handlers.len() >= self.rpc.config.max_inflight_per_conn {
-            count_error(&RpcError::Overloaded);
-            metrics::counter!("colony_rpc_overload_refusals_total", "where" => "in_flight")
-                .increment(1);
-            let refusal = error_frame(frame.request_id, frame.service, &RpcError::Overloaded, 0);
-            let _ = self.tx.send(refusal).await;
-            return;
+        let mut frames = vec![first];
+        let broken = loop {
+            match reader.buffered() {
+                Ok(Some(frame)) if frame.kind == FrameKind::Request => frames.push(frame),
+                Ok(Some(frame)) => {
+                    break Some(RpcError::Protocol(format!(
+                        "unexpected {:?} frame",
+                        frame.kind
+                    )))
+                }
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        let room = self
+            .rpc
+            .config
+            .max_inflight_per_conn
+            .saturating_sub(self.in_flight.load(Ordering::Relaxed));
+        if frames.len() > room {
+            for frame in frames.drain(room..) {
+                count_error(&RpcError::Overloaded);
+                metrics::counter!("colony_rpc_overload_refusals_total", "where" => "in_flight")
+                    .increment(1);
+                let refusal =
+                    error_frame(frame.request_id, frame.service, &RpcError::Overloaded, 0);
+                let _ = self.tx.send(refusal).await;
+            }
         }
-        let handler = self.rpc.handler.clone();
-        let from = self.peer.clone();
-        let tx = self.tx.clone();
-        let max = self.rpc.config.max_frame_bytes;
-        let Frame {
-            request_id,
-            service,
-            payload,
-            ..
-        } = frame;
-        let task = self.handlers.spawn(async move {
-            let result = handler.handle(from, service, payload).await;
-            let _ = tx.send(answer(request_id, service, result, max)).await;
-        });
-        self.running.insert(task.id(), (request_id, service));
+        if !frames.is_empty() {
+            self.spawn_batch(frames);
+        }
+        broken
     }
 
-    /// A handler task ended. One that panicked never answered: answer for it.
+    fn spawn_batch(&mut self, frames: Vec<Frame>) {
+        let ids: Vec<(u64, u8)> = frames.iter().map(|f| (f.request_id, f.service)).collect();
+        let requests: Vec<(ServiceId, Bytes)> =
+            frames.into_iter().map(|f| (f.service, f.payload)).collect();
+        self.in_flight.fetch_add(ids.len(), Ordering::Relaxed);
+        let batch = Batch {
+            handler: self.rpc.handler.clone(),
+            from: self.peer.clone(),
+            tx: self.tx.clone(),
+            max: self.rpc.config.max_frame_bytes,
+            ids: ids.clone(),
+            left: InFlight {
+                count: self.in_flight.clone(),
+                left: ids.len(),
+            },
+        };
+        let task = self.handlers.spawn(batch.run(requests));
+        self.running.insert(task.id(), ids);
+    }
+
+    /// A batch ended. One that panicked outside its handlers (they are
+    /// caught one by one) may not have answered: answer each of its
+    /// requests (the caller ignores an answer to a call already answered).
     async fn on_joined(&mut self, joined: Result<(Id, ()), JoinError>) {
         let (id, failure) = match joined {
             Ok((id, ())) => (id, None),
             Err(e) => (e.id(), Some(e)),
         };
-        let request = self.running.remove(&id);
-        if let (Some((request_id, service)), Some(failure)) = (request, failure) {
-            tracing::error!(remote = %self.remote, node = %self.peer, service, error = %failure, "rpc handler panicked");
-            let error = RpcError::Remote("the handler panicked".into());
-            let _ = self
-                .tx
-                .send(error_frame(request_id, service, &error, 0))
-                .await;
+        let requests = self.running.remove(&id);
+        if let (Some(requests), Some(failure)) = (requests, failure) {
+            tracing::error!(remote = %self.remote, node = %self.peer, error = %failure, "rpc handler panicked");
+            for (request_id, service) in requests {
+                let error = RpcError::Remote("the handler panicked".into());
+                let _ = self
+                    .tx
+                    .send(error_frame(request_id, service, &error, 0))
+                    .await;
+            }
         }
     }
 
-    /// Tell the peer why we are closing, let the writer flush that, and wait
+    /// Let the requests already taken finish, tell the peer why we are
+    /// closing, let the writer flush that, and wait
     /// (at most `linger`) for the peer to hang up, so that our close does not
     /// reset the connection before the peer has read the reason.
     async fn close_with(
@@ -219,7 +277,9 @@ impl ServerConn {
             tx, mut handlers, ..
         } = self;
         let close = async move {
-            handlers.shutdown().await;
+            // The requests taken before the bad frame are answered first
+            // (within `linger`, like the rest of the close).
+            while handlers.join_next().await.is_some() {}
             let _ = tx.send(error_frame(0, 0, &error, 0)).await;
             // The writer drains the queue, then shuts our side down.
             drop(tx);
@@ -233,6 +293,87 @@ impl ServerConn {
             }
         })
         .await;
+    }
+}
+
+/// Requests that arrived together, on their way through the handler.
+struct Batch {
+    handler: Arc<dyn RpcHandler>,
+    from: NodeId,
+    tx: mpsc::Sender<Frame>,
+    max: usize,
+    ids: Vec<(u64, u8)>,
+    left: InFlight,
+}
+
+impl Batch {
+    /// Hand the requests to the handler, then answer each as soon as its
+    /// future is done. A handler that panics answers its request (or, if
+    /// `handle_many` itself panicked, every request) with an error.
+    async fn run(self, requests: Vec<(ServiceId, Bytes)>) {
+        let Batch {
+            handler,
+            from,
+            tx,
+            max,
+            ids,
+            mut left,
+        } = self;
+        let futures = catch_unwind(AssertUnwindSafe(|| handler.handle_many(&from, requests)))
+            .unwrap_or_default();
+        let mut answers: FuturesUnordered<_> = futures
+            .into_iter()
+            .zip(&ids)
+            .map(|(future, &(request_id, service))| async move {
+                let result = AssertUnwindSafe(future).catch_unwind().await;
+                (request_id, service, result)
+            })
+            .collect();
+        let unanswered = ids.len() - answers.len();
+        while let Some((request_id, service, result)) = answers.next().await {
+            let frame = match result {
+                Ok(result) => answer(request_id, service, result, max),
+                Err(_) => {
+                    tracing::error!(node = %from, service, "rpc handler panicked");
+                    panicked(request_id, service)
+                }
+            };
+            left.done();
+            let _ = tx.send(frame).await;
+        }
+        // `handle_many` panicked, or gave fewer futures than requests.
+        for &(request_id, service) in &ids[ids.len() - unanswered..] {
+            tracing::error!(node = %from, service, "rpc handler gave no answer");
+            left.done();
+            let _ = tx.send(panicked(request_id, service)).await;
+        }
+    }
+}
+
+fn panicked(request_id: u64, service: u8) -> Frame {
+    let error = RpcError::Remote("the handler panicked".into());
+    error_frame(request_id, service, &error, 0)
+}
+
+/// A batch's share of its connection's in-flight count, given back as its
+/// requests are answered, and all of it if the batch ends early.
+struct InFlight {
+    count: Arc<AtomicUsize>,
+    left: usize,
+}
+
+impl InFlight {
+    fn done(&mut self) {
+        if self.left > 0 {
+            self.left -= 1;
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.count.fetch_sub(self.left, Ordering::Relaxed);
     }
 }
 

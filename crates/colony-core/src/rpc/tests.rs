@@ -31,9 +31,19 @@ const HANG: Duration = Duration::from_secs(5);
 struct TestHandler {
     started: mpsc::UnboundedSender<()>,
     gate: Arc<Semaphore>,
+    /// The size of every batch handed over, in order.
+    batches: Arc<std::sync::Mutex<Vec<usize>>>,
 }
 
 impl RpcHandler for TestHandler {
+    fn handle_many(&self, from: &NodeId, requests: Vec<(ServiceId, Bytes)>) -> Vec<HandlerFuture> {
+        self.batches.lock().unwrap().push(requests.len());
+        requests
+            .into_iter()
+            .map(|(service, body)| self.handle(from.clone(), service, body))
+            .collect()
+    }
+
     fn handle(&self, from: NodeId, service: ServiceId, body: Bytes) -> HandlerFuture {
         let started = self.started.clone();
         let gate = self.gate.clone();
@@ -69,6 +79,7 @@ struct Node {
     task: tokio::task::JoinHandle<()>,
     started: mpsc::UnboundedReceiver<()>,
     gate: Arc<Semaphore>,
+    batches: Arc<std::sync::Mutex<Vec<usize>>>,
 }
 
 impl Node {
@@ -79,7 +90,7 @@ impl Node {
     async fn start_on(config: RpcConfig, addr: SocketAddr) -> Self {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (rpc, started, gate) = endpoint(config);
+        let (rpc, started, gate, batches) = endpoint(config);
         // The serving task keeps `rpc` alive.
         let shutdown = CancellationToken::new();
         let task = rpc.serve(listener, shutdown.clone());
@@ -89,6 +100,7 @@ impl Node {
             task,
             started,
             gate,
+            batches,
         }
     }
 
@@ -102,14 +114,23 @@ impl Node {
     }
 }
 
-fn endpoint(config: RpcConfig) -> (Arc<Rpc>, mpsc::UnboundedReceiver<()>, Arc<Semaphore>) {
+type Endpoint = (
+    Arc<Rpc>,
+    mpsc::UnboundedReceiver<()>,
+    Arc<Semaphore>,
+    Arc<std::sync::Mutex<Vec<usize>>>,
+);
+
+fn endpoint(config: RpcConfig) -> Endpoint {
     let (tx, started) = mpsc::unbounded_channel();
     let gate = Arc::new(Semaphore::new(0));
+    let batches = Arc::default();
     let handler = TestHandler {
         started: tx,
         gate: gate.clone(),
+        batches: Arc::clone(&batches),
     };
-    (Rpc::new(config, Arc::new(handler)), started, gate)
+    (Rpc::new(config, Arc::new(handler)), started, gate, batches)
 }
 
 fn config(name: &str) -> RpcConfig {
@@ -347,6 +368,76 @@ async fn handler_errors_come_back_to_the_caller() {
         "{panicked:?}"
     );
     assert_eq!(call(ECHO).await, Ok(Bytes::new()));
+    server.stop().await;
+}
+
+/// Requests that arrive together are handed over as one batch; each is
+/// answered on its own (a panic fails its request only), those beyond the
+/// in-flight limit are refused, and a bad frame behind them closes the
+/// connection only after the requests before it are answered.
+#[tokio::test]
+async fn requests_that_arrive_together_are_served_as_one_batch() {
+    let mut three = config("server");
+    three.max_inflight_per_conn = 3;
+    let server = Node::start(three).await;
+    let mut raw = raw_handshake(server.addr, &secret()).await;
+    let request = |id, service, body: &'static [u8]| Frame {
+        kind: FrameKind::Request,
+        request_id: id,
+        service,
+        payload: Bytes::from_static(body),
+    };
+    let mut out = BytesMut::new();
+    for frame in [
+        request(1, ECHO, b"one"),
+        request(2, PANIC, b""),
+        request(3, SHUFFLE, b"\x05three"),
+        request(4, ECHO, b"four"),
+    ] {
+        out.extend_from_slice(&frame.encode().unwrap());
+    }
+    let stray = Frame::control(FrameKind::Response, Bytes::from_static(b"stray"));
+    out.extend_from_slice(&stray.encode().unwrap());
+    // One write: the server reads all five frames at once.
+    raw.write_all(&out).await.unwrap();
+
+    let mut answers = std::collections::BTreeMap::new();
+    let closing = loop {
+        let frame = tokio::time::timeout(HANG, read_frame(&mut raw))
+            .await
+            .unwrap()
+            .expect("the connection closed before the reason");
+        if frame.request_id == 0 {
+            break frame;
+        }
+        answers.insert(frame.request_id, frame);
+    };
+    assert_eq!(
+        *server.batches.lock().unwrap(),
+        vec![3],
+        "one batch, of the requests the in-flight limit lets in"
+    );
+    assert_eq!(answers[&1].payload, Bytes::from_static(b"one"));
+    assert_eq!(answers[&3].payload, Bytes::from_static(b"\x05three"));
+    let panicked = decode_error(&answers[&2].payload, PROTOCOL_VERSION);
+    assert!(
+        matches!(&panicked, RpcError::Remote(m) if m.contains("panicked")),
+        "{panicked:?}"
+    );
+    assert_eq!(answers[&4].kind, FrameKind::Error);
+    assert_eq!(
+        decode_error(&answers[&4].payload, PROTOCOL_VERSION),
+        RpcError::Overloaded
+    );
+    assert_eq!(answers.len(), 4);
+    assert!(
+        matches!(
+            decode_error(&closing.payload, PROTOCOL_VERSION),
+            RpcError::Protocol(m) if m.contains("Response")
+        ),
+        "the stray frame closes the connection"
+    );
+    assert_eq!(read_frame(&mut raw).await, None);
     server.stop().await;
 }
 

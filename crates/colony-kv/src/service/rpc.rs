@@ -4,10 +4,11 @@
 use super::{Router, Target};
 use crate::coordinator;
 use crate::vnode::KvRequest as Req;
-use crate::vnode::{KvRequest, KvResponse};
+use crate::vnode::{KvRequest, KvResponse, KvVnode};
 use crate::KvError;
 use bytes::Bytes;
-use colony_core::rpc::{RpcError, RpcHandler, ServiceId};
+use colony_core::rpc::{HandlerFuture, RpcError, RpcHandler, ServiceId};
+use colony_core::vnode::VnodeBatch;
 use colony_core::{NodeId, PartitionId};
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +24,64 @@ pub(super) struct KvRpc {
 pub(super) struct KvRpcHandler(pub(super) Router);
 
 impl RpcHandler for KvRpcHandler {
+    /// Replica-level requests that arrived together go to each vnode in
+    /// one batch (one lock, one commit, one flush wait for its share), as a
+    /// pipelined client's do; the rest are served one by one.
+    fn handle_many(&self, from: &NodeId, requests: Vec<(ServiceId, Bytes)>) -> Vec<HandlerFuture> {
+        let router = &self.0;
+        let ring = router.ring();
+        let shared = router.0.shared.all();
+        let mut batches: Vec<VnodeBatch<KvVnode>> = Vec::new();
+        let mut futures = Vec::with_capacity(requests.len());
+        for (service, body) in requests {
+            let decoded = colony_core::cluster::msg::decode::<KvRpc>(&body);
+            let Ok(KvRpc { partition, req }) = decoded else {
+                futures.push(self.handle(from.clone(), service, body));
+                continue;
+            };
+            if !coordinator::is_replica_request(&req) {
+                futures.push(self.handle(from.clone(), service, body));
+                continue;
+            }
+            let refused = match &ring {
+                Some(ring) => coordinator::refusal(ring, &router.0.me, partition, &req, &shared),
+                None if req.is_aae() => Some(KvError::TryAgain(
+                    "this node has not joined the cluster yet".into(),
+                )),
+                None => None,
+            };
+            let handle = match (refused, router.local(partition)) {
+                (Some(e), _) | (None, Err(e)) => {
+                    futures.push(Box::pin(std::future::ready(Ok(encode_response(
+                        &KvResponse::Failed(e),
+                    )))));
+                    continue;
+                }
+                (None, Ok(handle)) => handle,
+            };
+            // A batch touches few vnodes: a linear search beats a map.
+            let i = match batches.iter().position(|b| b.partition() == partition) {
+                Some(i) => i,
+                None => {
+                    batches.push(handle.batch());
+                    batches.len() - 1
+                }
+            };
+            let reply = batches[i].push(req);
+            futures.push(Box::pin(async move {
+                let resp = match reply.await {
+                    Ok(r) => r,
+                    Err(e) => KvResponse::Failed(e.into()),
+                };
+                Ok(encode_response(&resp))
+            }));
+        }
+        for batch in batches {
+            batch.send();
+        }
+        futures
+    }
+
     fn handle(
         &self,
         _from: NodeId,
@@ -94,6 +153,10 @@ impl Router {
             Err(e) => KvResponse::Failed(e),
         }
     }
+}
+
+fn encode_response(resp: &KvResponse) -> Bytes {
+    colony_core::cluster::msg::encode(resp)
 }
 
 fn req_is_client(req: &KvRequest) -> bool {
