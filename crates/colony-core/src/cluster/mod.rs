@@ -6,6 +6,7 @@
 //! peers whose digest differs; the merge rule (see `ring`) makes them all
 //! converge on one ring. Any node can stage and commit a change.
 
+mod dispatch;
 pub mod handoff;
 mod maintain;
 pub mod msg;
@@ -19,7 +20,7 @@ pub use handoff::{
     TransferProgress,
 };
 pub use msg::HandoffItem;
-use msg::{Control, ControlReply, Handoff, FIRST_APP, SVC_CONTROL, SVC_HANDOFF};
+use msg::{Control, ControlReply, FIRST_APP, SVC_CONTROL};
 use rand::Rng as _;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -118,44 +119,6 @@ pub(crate) struct Inner {
     down: RwLock<Arc<HashSet<NodeId>>>,
 }
 
-struct Dispatch(Weak<Inner>);
-
-impl RpcHandler for Dispatch {
-    fn handle(
-        &self,
-        from: NodeId,
-        service: ServiceId,
-        body: Bytes,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, RpcError>> + Send>> {
-        let inner = self.0.upgrade();
-        Box::pin(async move {
-            let inner = inner.ok_or(RpcError::Closed)?;
-            match service {
-                SVC_CONTROL => {
-                    let m: Control = msg::decode(&body).map_err(RpcError::Protocol)?;
-                    Ok(msg::encode(&inner.control(from, m).await))
-                }
-                SVC_HANDOFF => {
-                    let m: Handoff = msg::decode(&body).map_err(RpcError::Protocol)?;
-                    Ok(msg::encode(&handoff::receive(&*inner, m).await))
-                }
-                other => {
-                    let handler = inner
-                        .services
-                        .read()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get(&other)
-                        .cloned();
-                    match handler {
-                        Some(h) => h.handle(from, other, body).await,
-                        None => Err(RpcError::Remote(format!("no service {other} here"))),
-                    }
-                }
-            }
-        })
-    }
-}
-
 impl Cluster {
     /// Load or create the ring, open the cluster port and start gossip.
     /// With `join` and no ring on disk, the node asks the listed members to
@@ -186,7 +149,7 @@ impl Cluster {
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             let rpc = Rpc::new(
                 RpcConfig::new(me.clone(), secret),
-                Arc::new(Dispatch(weak.clone())),
+                Arc::new(dispatch::Dispatch(weak.clone())),
             );
             Inner {
                 me,

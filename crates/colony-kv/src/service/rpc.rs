@@ -174,3 +174,141 @@ fn req_is_client(req: &KvRequest) -> bool {
             | Req::Size
     ) || req.is_aae()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crdt::Doc;
+    use crate::object::Value;
+    use crate::{FsyncPolicy, KeyOp, KvConfig, KvService, SetCond, SetExpire, StoreConfig};
+    use colony_core::cluster::msg;
+    use colony_core::vnode::VnodeConfig;
+    use std::sync::Arc;
+
+    fn set(value: &'static str) -> KeyOp {
+        KeyOp::Set {
+            value: Bytes::from_static(value.as_bytes()),
+            expire: SetExpire::Clear,
+            cond: SetCond::Always,
+            get: false,
+        }
+    }
+
+    /// A node alone: its RPC handler given requests that arrived together.
+    #[tokio::test]
+    async fn a_batch_of_replica_requests_is_served_in_order_per_key_and_bad_ones_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = KvConfig {
+            node: NodeId::new("test"),
+            store: StoreConfig {
+                path: dir.path().to_path_buf(),
+                fsync: FsyncPolicy::Never,
+                cache_bytes: 8 << 20,
+            },
+            ring_size: 16,
+            max_key_bytes: 1024,
+            max_value_bytes: 1 << 20,
+            doc_cache_bytes: 16 << 20,
+            vnode: VnodeConfig::default(),
+            aae: Default::default(),
+        };
+        let kv = KvService::start(config, Arc::new(crate::SystemClock)).unwrap();
+        let handler = KvRpcHandler(kv.router.clone());
+        let bucket = Bytes::from_static(b"default");
+        // Two keys in different partitions.
+        let keys: Vec<(Bytes, PartitionId, u64)> = (0..100)
+            .map(|i| Bytes::from(format!("k{i}")))
+            .map(|k| {
+                let (p, h) = kv.partitioner.locate(&bucket, &k);
+                (k, p, h)
+            })
+            .fold(Vec::new(), |mut found, (k, p, h)| {
+                if found.len() < 2 && found.iter().all(|(_, q, _)| *q != p) {
+                    found.push((k, p, h));
+                }
+                found
+            });
+        let lead = |(key, partition, hash): &(Bytes, PartitionId, u64), v| KvRpc {
+            partition: *partition,
+            req: Req::Lead {
+                bucket: bucket.clone(),
+                key: key.clone(),
+                hash: *hash,
+                op: set(v),
+                hints: Vec::new(),
+            },
+        };
+        let fetch = |(key, partition, hash): &(Bytes, PartitionId, u64)| KvRpc {
+            partition: *partition,
+            req: Req::Fetch {
+                bucket: bucket.clone(),
+                key: key.clone(),
+                hash: *hash,
+            },
+        };
+        let (a, b) = (&keys[0], &keys[1]);
+        let count = KvRpc {
+            partition: a.1,
+            req: Req::Count,
+        };
+        let requests: Vec<(ServiceId, Bytes)> = vec![
+            msg::encode(&lead(a, "one")),
+            msg::encode(&lead(b, "other")),
+            msg::encode(&lead(a, "two")),
+            Bytes::from_static(b"\xff\xff not a request"),
+            msg::encode(&fetch(a)),
+            msg::encode(&count),
+            msg::encode(&fetch(b)),
+        ]
+        .into_iter()
+        .map(|body| (1, body))
+        .collect();
+        let futures = handler.handle_many(&NodeId::new("peer"), requests);
+        assert_eq!(futures.len(), 7);
+        // The replica requests were handed to their vnodes by handle_many
+        // itself, in one go, before any answer is awaited.
+        assert_eq!(
+            kv.call(&bucket, a.0.clone(), KeyOp::Get).await,
+            crate::Reply::Bulk(Bytes::from_static(b"two"))
+        );
+        let mut answers = Vec::new();
+        for f in futures {
+            answers.push(
+                f.await
+                    .map(|body| msg::decode::<KvResponse>(&body).unwrap()),
+            );
+        }
+        let value = |answer: &Result<KvResponse, RpcError>| match answer {
+            Ok(KvResponse::Doc(Some(doc))) => match Doc::decode(doc).unwrap().view() {
+                Some(o) => match o.value {
+                    Value::Str(s) => s,
+                    other => panic!("{other:?}"),
+                },
+                None => panic!("no value"),
+            },
+            other => panic!("{other:?}"),
+        };
+        for i in [0, 1, 2] {
+            assert!(
+                matches!(answers[i], Ok(KvResponse::Led { .. })),
+                "{:?}",
+                answers[i]
+            );
+        }
+        assert!(
+            matches!(&answers[3], Err(RpcError::Protocol(_))),
+            "{:?}",
+            answers[3]
+        );
+        // The fetch after both writes of its key, in the same batch, sees
+        // the later one.
+        assert_eq!(value(&answers[4]), Bytes::from_static(b"two"));
+        assert!(
+            matches!(&answers[5], Ok(KvResponse::Counts(_))),
+            "{:?}",
+            answers[5]
+        );
+        assert_eq!(value(&answers[6]), Bytes::from_static(b"other"));
+        kv.shutdown().await;
+    }
+}
