@@ -245,6 +245,25 @@ impl Cluster {
         self.inner.call(node, service, body).await
     }
 
+    /// [`call`](Self::call), failing with [`RpcError::Timeout`] after
+    /// `timeout` instead of the RPC layer's own limit (one timer, not two).
+    pub async fn call_within(
+        &self,
+        node: &NodeId,
+        service: ServiceId,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, RpcError> {
+        let addr = self
+            .inner
+            .addr_of(node)
+            .ok_or_else(|| RpcError::Unreachable(format!("{node} has no known address")))?;
+        self.inner
+            .rpc
+            .call_timeout(addr, service, body, timeout)
+            .await
+    }
+
     pub async fn status(&self) -> ClusterStatus {
         self.inner.status().await
     }

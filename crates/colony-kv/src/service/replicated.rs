@@ -53,13 +53,20 @@ impl Router {
             .get()
             .ok_or_else(|| failed(KvError::Unavailable("no cluster".into()), false))?;
         let body = colony_core::cluster::msg::encode(&KvRpc { partition, req });
-        match tokio::time::timeout(REPLICA_TIMEOUT, cluster.call(node, KV_SERVICE, body)).await {
-            Ok(Ok(reply)) => match colony_core::cluster::msg::decode::<KvResponse>(&reply) {
+        match cluster
+            .call_within(node, KV_SERVICE, body, REPLICA_TIMEOUT)
+            .await
+        {
+            Ok(reply) => match colony_core::cluster::msg::decode::<KvResponse>(&reply) {
                 Ok(KvResponse::Failed(e)) => Err(failed(e, false)),
                 Ok(r) => Ok(r),
                 Err(e) => Err(failed(KvError::Storage(e), true)),
             },
-            Ok(Err(e)) => {
+            Err(RpcError::Timeout) => Err(failed(
+                KvError::Unavailable(format!("{node} did not answer in time")),
+                true,
+            )),
+            Err(e) => {
                 let sent = !matches!(
                     e,
                     RpcError::Unreachable(_) | RpcError::Overloaded | RpcError::AuthFailed(_)
@@ -69,10 +76,6 @@ impl Router {
                     sent,
                 ))
             }
-            Err(_) => Err(failed(
-                KvError::Unavailable(format!("{node} did not answer in time")),
-                true,
-            )),
         }
     }
 
