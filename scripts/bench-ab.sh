@@ -17,6 +17,10 @@
 #   WORKLOADS ["c:zipfian a:zipfian"]  colony-bench workload:distribution pairs
 #   PAIRS [3]            interleaved pairs of runs
 #   N [200000]           operations per measured run (each also stops at DURATION)
+#   RUNS [1]             measured runs per server start and workload, after the
+#                        load and one unrecorded warm-up run of N operations (as
+#                        scripts/bench.sh measures: right after a load, Colony's
+#                        state cache is still refilling from the store)
 #   PIPELINE [16]  CLIENTS [50]  KEYSPACE [100000]  DURATION [60]
 #   REST [5]             seconds of rest, after a `sync`, before each server starts
 #   COLONY_ARGS          extra flags for every node of both builds
@@ -35,6 +39,7 @@ PROPS=${PROPS:-n_val=3 w=2 r=2}
 WORKLOADS=${WORKLOADS:-c:zipfian a:zipfian}
 PAIRS=${PAIRS:-3}
 N=${N:-200000}
+RUNS=${RUNS:-1}
 PIPELINE=${PIPELINE:-16}
 CLIENTS=${CLIENTS:-50}
 KEYSPACE=${KEYSPACE:-100000}
@@ -87,15 +92,27 @@ ticks() {
     echo "$sum"
 }
 
-# measure SIDE PAIR WORKLOAD DIST: load the keyspace, then one measured run;
-# appends "side pair workload ops/s cpu-us-per-op" to RESULTS.
+# measure SIDE PAIR WORKLOAD DIST: load the keyspace, warm up, then RUNS
+# measured runs; appends "side pair workload ops/s cpu-us-per-op" to RESULTS
+# for each.
 measure() {
-    local side=$1 pair=$2 workload=$3 dist=$4 json before after
-    json=$WORK/$side-$pair-$workload-$dist.json
+    local side=$1 pair=$2 workload=$3 dist=$4 run
     "$BENCH_BIN" "${SERVER[@]}" --workload "$workload" --dist "$dist" --keyspace "$KEYSPACE" \
-        --load --clients "$CLIENTS" --pipeline "$PIPELINE" --requests 1000 --duration "$DURATION" \
+        --load --clients "$CLIENTS" --pipeline "$PIPELINE" --requests 0 --duration "$DURATION" \
         --quiet --json "$WORK/load.json" >"$WORK/load.log" 2>&1 ||
         { tail -n 5 "$WORK/load.log" >&2; die "loading $workload failed"; }
+    "$BENCH_BIN" "${SERVER[@]}" --workload "$workload" --dist "$dist" --keyspace "$KEYSPACE" \
+        --clients "$CLIENTS" --pipeline "$PIPELINE" --requests "$N" --duration "$DURATION" \
+        --quiet --json "$WORK/warm.json" >"$WORK/warm.log" 2>&1 ||
+        { tail -n 5 "$WORK/warm.log" >&2; die "warming up $workload failed"; }
+    for run in $(seq 1 "$RUNS"); do
+        measure_once "$side" "$pair.$run" "$workload" "$dist"
+    done
+}
+
+measure_once() {
+    local side=$1 pair=$2 workload=$3 dist=$4 json before after
+    json=$WORK/$side-$pair-$workload-$dist.json
     before=$(ticks)
     "$BENCH_BIN" "${SERVER[@]}" --workload "$workload" --dist "$dist" --keyspace "$KEYSPACE" \
         --clients "$CLIENTS" --pipeline "$PIPELINE" --requests "$N" --duration "$DURATION" \
@@ -145,7 +162,8 @@ for line in open(path):
     runs[name][side].append((float(ops), float(cpu)))
 what = "one node" if target == "colony" else f"three nodes ({props})"
 print(f"base `{base}`, new `{new}`: {what}, colony-bench -P {pipeline}, {clients} clients, "
-      f"{keyspace} keys, {n} operations per run, runs interleaved on fresh servers.\n")
+      f"{keyspace} keys, {n} operations per run, after a load and a warm-up run; "
+      f"servers started afresh for each build in turn (ABBA).\n")
 print("| workload | base ops/s | new ops/s | median change | base CPU/op (us) | new CPU/op (us) | median change |")
 print("|---|---|---|---|---|---|---|")
 def cell(xs, fmt):
