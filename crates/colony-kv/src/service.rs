@@ -54,6 +54,27 @@ pub struct KvConfig {
     pub aae: crate::aae::AaeConfig,
 }
 
+impl KvConfig {
+    /// A small node on `path`: 16 partitions, small caches, no fsync. What
+    /// tests and tools run, where durability across a crash is not the point.
+    pub fn small(node: NodeId, path: std::path::PathBuf) -> Self {
+        Self {
+            node,
+            store: StoreConfig {
+                path,
+                fsync: crate::FsyncPolicy::Never,
+                cache_bytes: 8 << 20,
+            },
+            ring_size: 16,
+            max_key_bytes: 1024,
+            max_value_bytes: 1 << 20,
+            doc_cache_bytes: 16 << 20,
+            vnode: VnodeConfig::default(),
+            aae: Default::default(),
+        }
+    }
+}
+
 /// One page of a keyspace scan. `cursor` 0 means the scan is complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanPage {

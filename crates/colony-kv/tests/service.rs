@@ -3,11 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
-use colony_core::vnode::VnodeConfig;
 use colony_core::NodeId;
-use colony_kv::{
-    Clock, FsyncPolicy, KeyOp, KvConfig, KvService, Reply, SetCond, SetExpire, StoreConfig,
-};
+use colony_kv::{Clock, KeyOp, KvConfig, KvService, Reply, SetCond, SetExpire};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,20 +20,7 @@ impl Clock for ManualClock {
 }
 
 fn config(dir: &std::path::Path) -> KvConfig {
-    KvConfig {
-        node: NodeId::new("test"),
-        store: StoreConfig {
-            path: dir.to_path_buf(),
-            fsync: FsyncPolicy::Never,
-            cache_bytes: 8 << 20,
-        },
-        ring_size: 16,
-        max_key_bytes: 1024,
-        max_value_bytes: 1 << 20,
-        doc_cache_bytes: 16 << 20,
-        vnode: VnodeConfig::default(),
-        aae: Default::default(),
-    }
+    KvConfig::small(NodeId::new("test"), dir.to_path_buf())
 }
 
 fn set(value: &str, expire: SetExpire) -> KeyOp {

@@ -193,9 +193,8 @@ mod tests {
     use super::*;
     use crate::crdt::Doc;
     use crate::object::Value;
-    use crate::{FsyncPolicy, KeyOp, KvConfig, KvService, SetCond, SetExpire, StoreConfig};
+    use crate::{KeyOp, KvConfig, KvService, SetCond, SetExpire};
     use colony_core::cluster::msg;
-    use colony_core::vnode::VnodeConfig;
     use std::sync::Arc;
 
     fn set(value: &'static str) -> KeyOp {
@@ -211,20 +210,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_of_replica_requests_is_served_in_order_per_key_and_bad_ones_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let config = KvConfig {
-            node: NodeId::new("test"),
-            store: StoreConfig {
-                path: dir.path().to_path_buf(),
-                fsync: FsyncPolicy::Never,
-                cache_bytes: 8 << 20,
-            },
-            ring_size: 16,
-            max_key_bytes: 1024,
-            max_value_bytes: 1 << 20,
-            doc_cache_bytes: 16 << 20,
-            vnode: VnodeConfig::default(),
-            aae: Default::default(),
-        };
+        let config = KvConfig::small(NodeId::new("test"), dir.path().to_path_buf());
         let kv = KvService::start(config, Arc::new(crate::SystemClock)).unwrap();
         let handler = KvRpcHandler(kv.router.clone());
         let bucket = Bytes::from_static(b"default");
