@@ -15,11 +15,13 @@ use colony_core::{NodeId, PartitionId, Ring};
 use std::sync::Arc;
 
 mod hint;
+mod moving;
 mod read;
 mod transport;
 mod write;
 
 pub use hint::deliver as deliver_hints;
+pub use moving::add_pending;
 pub use read::read;
 pub use transport::{
     is_replica_request, new_repair_budget, refusal, CallFailed, ReplicaTransport,
@@ -44,9 +46,40 @@ pub struct Target {
     pub node: NodeId,
     /// One of the key's replicas (not a fallback).
     pub primary: bool,
+    /// A node joining the key's replica set through a planned move (see
+    /// `moving.rs`): it takes writes and answers reads, never leads, and
+    /// counts only toward the sets of `sets`.
+    pub pending: bool,
     /// Unreachable replicas this node stands in for: it keeps a hint for
     /// each and hands the key to them when they are back.
     pub hints: Vec<NodeId>,
+    /// The replica sets the key may have after planned moves (bit `j`:
+    /// the `j`th of `moving::sets_after_moves`) that this node is in.
+    pub sets: u16,
+}
+
+impl Target {
+    /// A target that is one of the key's replicas now.
+    pub fn primary(node: NodeId) -> Self {
+        Self {
+            node,
+            primary: true,
+            pending: false,
+            hints: Vec::new(),
+            sets: 0,
+        }
+    }
+
+    /// A node standing in for the unreachable replicas `hints`.
+    pub fn fallback(node: NodeId, hints: Vec<NodeId>) -> Self {
+        Self {
+            node,
+            primary: false,
+            pending: false,
+            hints,
+            sets: 0,
+        }
+    }
 }
 
 /// The ring's walk of every partition (its replicas, then the other nodes
@@ -57,6 +90,8 @@ pub struct Placement {
     walks: Vec<Vec<NodeId>>,
     replicas: Vec<usize>,
     joining: Vec<NodeId>,
+    /// The moves the ring plans: (partition, its next owner).
+    moves: Vec<(PartitionId, NodeId)>,
 }
 
 impl Placement {
@@ -70,16 +105,19 @@ impl Placement {
             replicas.push(ring.replicas(p).len());
         }
         let mut joining: Vec<NodeId> = Vec::new();
+        let mut moves = Vec::new();
         for t in ring.transfers() {
             if !ring.owns_any(&t.to) && !joining.contains(&t.to) {
-                joining.push(t.to);
+                joining.push(t.to.clone());
             }
+            moves.push((t.partition, t.to));
         }
         Self {
             ring,
             walks,
             replicas,
             joining,
+            moves,
         }
     }
 
@@ -88,6 +126,11 @@ impl Placement {
     /// keeps whole (`n_val=all`) from now on, so such writes reach them too.
     pub fn joining(&self) -> &[NodeId] {
         &self.joining
+    }
+
+    /// The moves the ring plans: each partition with its next owner.
+    pub fn moves(&self) -> &[(PartitionId, NodeId)] {
+        &self.moves
     }
 
     /// The ring this placement was computed from.
@@ -114,7 +157,8 @@ impl Placement {
 /// its walk that are live (its replicas; with `n_val=all`, `n` is the whole
 /// walk), and for each one that is not, a fallback (the next live node on
 /// the ring walk that is not already a target, or else a live replica,
-/// which then keeps the hint next to its own copy).
+/// which then keeps the hint next to its own copy). While the ring plans
+/// moves, [`add_pending`] adds the nodes joining the replica set.
 pub fn targets(
     placement: &Placement,
     partition: PartitionId,
@@ -127,11 +171,7 @@ pub fn targets(
     let mut down = Vec::new();
     for node in walk.iter().take(n) {
         if live(node) {
-            out.push(Target {
-                node: node.clone(),
-                primary: true,
-                hints: Vec::new(),
-            });
+            out.push(Target::primary(node.clone()));
         } else {
             down.push(node.clone());
         }
@@ -139,11 +179,7 @@ pub fn targets(
     let mut spare = walk.iter().skip(n).filter(|w| live(w));
     for missing in down {
         match spare.next() {
-            Some(node) => out.push(Target {
-                node: node.clone(),
-                primary: false,
-                hints: vec![missing],
-            }),
+            Some(node) => out.push(Target::fallback(node.clone(), vec![missing])),
             None => {
                 // No node beyond the replicas: the live replica with the
                 // fewest hints keeps this one too, or with none live, a
@@ -205,7 +241,9 @@ impl Need {
     }
 }
 
-/// Counts answers against a [`Need`].
+/// Counts answers against a [`Need`]: in the key's replica set as it is
+/// now (its replicas and the fallbacks standing in for them), and, while
+/// moves are planned, in each set the key may have after them (`moving.rs`).
 #[derive(Debug, Clone)]
 pub struct Tally {
     need: Need,
@@ -214,6 +252,8 @@ pub struct Tally {
     ok: usize,
     ok_primary: usize,
     ok_durable: usize,
+    /// Per set after moves: (answers, targets still to answer).
+    after_moves: Vec<(usize, usize)>,
     failures: Vec<String>,
 }
 
@@ -228,26 +268,54 @@ pub enum Verdict {
 
 impl Tally {
     pub fn new(need: Need, targets: &[Target]) -> Self {
+        let sets = targets.iter().fold(0u16, |a, t| a | t.sets);
+        let mut after_moves = vec![(0, 0); (16 - sets.leading_zeros()) as usize];
+        for t in targets {
+            for (j, s) in after_moves.iter_mut().enumerate() {
+                if t.sets >> j & 1 == 1 {
+                    s.1 += 1;
+                }
+            }
+        }
         Self {
             need,
-            pending: targets.len(),
+            pending: targets.iter().filter(|t| !t.pending).count(),
             pending_primary: targets.iter().filter(|t| t.primary).count(),
             ok: 0,
             ok_primary: 0,
             ok_durable: 0,
+            after_moves,
             failures: Vec::new(),
         }
     }
 
     /// Count a target added after the start (a stand-in).
     pub fn add(&mut self, target: &Target) {
-        self.pending += 1;
+        if !target.pending {
+            self.pending += 1;
+        }
         if target.primary {
             self.pending_primary += 1;
+        }
+        self.each_set(target, |s| s.1 += 1);
+    }
+
+    fn each_set(&mut self, target: &Target, f: impl Fn(&mut (usize, usize))) {
+        for (j, s) in self.after_moves.iter_mut().enumerate() {
+            if target.sets >> j & 1 == 1 {
+                f(s);
+            }
         }
     }
 
     pub fn ok(&mut self, target: &Target, durable: bool) {
+        self.each_set(target, |s| {
+            s.1 = s.1.saturating_sub(1);
+            s.0 += 1;
+        });
+        if target.pending {
+            return;
+        }
         self.pending = self.pending.saturating_sub(1);
         self.ok += 1;
         if target.primary {
@@ -260,7 +328,10 @@ impl Tally {
     }
 
     pub fn failed(&mut self, target: &Target, why: String) {
-        self.pending = self.pending.saturating_sub(1);
+        self.each_set(target, |s| s.1 = s.1.saturating_sub(1));
+        if !target.pending {
+            self.pending = self.pending.saturating_sub(1);
+        }
         if target.primary {
             self.pending_primary = self.pending_primary.saturating_sub(1);
         }
@@ -270,7 +341,16 @@ impl Tally {
     pub fn verdict(&self) -> Verdict {
         let n = self.need;
         if self.ok >= n.total && self.ok_primary >= n.primary && self.ok_durable >= n.durable {
-            return Verdict::Met;
+            // Each set after moves is met too, or can no longer be.
+            let settled = self
+                .after_moves
+                .iter()
+                .all(|&(ok, pending)| ok >= n.total || ok + pending < n.total);
+            return if settled {
+                Verdict::Met
+            } else {
+                Verdict::Waiting
+            };
         }
         let may_total = self.ok + self.pending;
         let may_primary = self.ok_primary + self.pending_primary;
@@ -299,5 +379,7 @@ impl Tally {
     }
 }
 
+#[cfg(test)]
+mod moving_tests;
 #[cfg(test)]
 mod tests;

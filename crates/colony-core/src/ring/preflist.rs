@@ -29,33 +29,50 @@ impl Ring {
     /// The replicas of `partition`, then the other distinct owners met
     /// walking on (its fallbacks, in order).
     pub fn walk(&self, partition: PartitionId) -> Vec<&NodeId> {
-        self.distinct(partition, None, usize::MAX)
+        self.distinct(partition, &[], usize::MAX).0
     }
 
     /// The first `limit` distinct owners walking from `partition`, as they
-    /// would be with `swap.0` owned by `swap.1`.
+    /// would be with each `swaps` partition owned by the node paired with
+    /// it, and how many positions the walk stepped over to meet them.
     fn distinct<'a>(
         &'a self,
         partition: PartitionId,
-        swap: Option<(PartitionId, &'a NodeId)>,
+        swaps: &[(PartitionId, &'a NodeId)],
         limit: usize,
-    ) -> Vec<&'a NodeId> {
+    ) -> (Vec<&'a NodeId>, usize) {
         let q = self.parts.len();
         let mut out: Vec<&NodeId> = Vec::with_capacity(limit.min(8));
+        let mut steps = 0;
         for step in 0..q {
             if out.len() >= limit {
                 break;
             }
+            steps = step + 1;
             let i = (partition.index() + step) % q;
-            let owner = match swap {
-                Some((p, to)) if p.index() == i => to,
-                _ => &self.parts[i].owner,
-            };
+            let owner = swaps
+                .iter()
+                .find(|(p, _)| p.index() == i)
+                .map_or(&self.parts[i].owner, |(_, to)| *to);
             if !out.contains(&owner) {
                 out.push(owner);
             }
         }
-        out
+        (out, steps)
+    }
+
+    /// The first `n` distinct owners walking from `partition` once each of
+    /// `moves` (a partition, its new owner) has completed, and how many
+    /// positions the walk stepped over to meet them: the replica set a key
+    /// will have (with `n` its bucket's `n_val`) if those moves complete
+    /// and no other.
+    pub fn replicas_after<'a>(
+        &'a self,
+        partition: PartitionId,
+        moves: &[(PartitionId, &'a NodeId)],
+        n: usize,
+    ) -> (Vec<&'a NodeId>, usize) {
+        self.distinct(partition, moves, n)
     }
 
     /// The replica set of `partition`, with an optional ownership swap.
@@ -64,7 +81,8 @@ impl Ring {
         partition: PartitionId,
         swap: Option<(PartitionId, &'a NodeId)>,
     ) -> Vec<&'a NodeId> {
-        self.distinct(partition, swap, usize::from(self.n_val).max(1))
+        self.distinct(partition, swap.as_slice(), usize::from(self.n_val).max(1))
+            .0
     }
 
     /// The nodes holding `partition`'s data.

@@ -38,7 +38,7 @@ pub async fn read<T: ReplicaTransport>(
     let mut pending: Pending = FuturesUnordered::new();
     let order = ask_order(net.me(), &targets, kr.hash);
     let mut asked = 0;
-    let first = need.total.max(need.primary).max(1).min(order.len());
+    let first = first_asks(&targets, &order, need);
     while asked < first {
         ask(&mut pending, net, &kr, order[asked], &targets);
         asked += 1;
@@ -84,11 +84,7 @@ pub async fn read<T: ReplicaTransport>(
         if tally.verdict() == Verdict::Met {
             break;
         }
-        let stand_in = Target {
-            node: spare.clone(),
-            primary: false,
-            hints: Vec::new(),
-        };
+        let stand_in = Target::fallback(spare.clone(), Vec::new());
         tally.add(&stand_in);
         let req = Req::Fetch {
             bucket: kr.bucket.clone(),
@@ -112,7 +108,9 @@ pub async fn read<T: ReplicaTransport>(
     // every answer so far is "not found" and one came from a fallback, a
     // replica still to answer may hold the key (the one that missed the
     // write answered): wait for the others before saying it is not there.
-    let fallback = |i: usize| targets.get(i).is_none_or(|t| !t.primary);
+    // (A pending node's answer comes on top of a quorum of the set as it
+    // is now: no reason to wait.)
+    let fallback = |i: usize| targets.get(i).is_none_or(|t| !t.primary && !t.pending);
     if answers.iter().all(|(_, d)| d.is_none()) && answers.iter().any(|(i, _)| fallback(*i)) {
         while asked < order.len() {
             ask(&mut pending, net, &kr, order[asked], &targets);
@@ -167,6 +165,29 @@ pub(super) fn ask_order(me: &colony_core::NodeId, targets: &[Target], hash: u64)
         order[from..from + others].rotate_left(turn);
     }
     order
+}
+
+/// How many targets of `order` a read asks at once: as many as the quorum
+/// needs, and while moves are planned, enough of every set the key may
+/// have after them (see `moving.rs`).
+fn first_asks(targets: &[Target], order: &[usize], need: Need) -> usize {
+    let want = need.total.max(need.primary).max(1);
+    let sets = targets.iter().fold(0u16, |a, t| a | t.sets);
+    let mut first = want.min(order.len());
+    let covered = |asked: &[usize]| {
+        let now = asked.iter().filter(|&&i| !targets[i].pending).count();
+        let in_now = targets.iter().filter(|t| !t.pending).count();
+        now >= want.min(in_now)
+            && (0..16).filter(|j| sets >> j & 1 == 1).all(|j| {
+                let has = |i: &usize| targets[*i].sets >> j & 1 == 1;
+                let members = (0..targets.len()).filter(has).count();
+                asked.iter().filter(|i| has(i)).count() >= need.total.min(members)
+            })
+    };
+    while first < order.len() && !covered(&order[..first]) {
+        first += 1;
+    }
+    first
 }
 
 /// Ask target `i` for the key's state.

@@ -3,11 +3,11 @@
 use super::*;
 use crate::vnode::KvRequest;
 
-fn n(i: usize) -> NodeId {
+pub(super) fn n(i: usize) -> NodeId {
     NodeId::new(format!("node{i}"))
 }
 
-fn ring(nodes: usize) -> Ring {
+pub(super) fn ring(nodes: usize) -> Ring {
     let mut r = Ring::new(1, n(0), "a".into(), 64, 3).unwrap();
     for i in 1..nodes {
         r.stage_join(&n(i), format!("a{i}"));
@@ -77,10 +77,10 @@ fn with_no_live_replica_the_fallbacks_keep_every_hint() {
 }
 
 fn tgt(i: usize, primary: bool) -> Target {
-    Target {
-        node: n(i),
-        primary,
-        hints: vec![],
+    if primary {
+        Target::primary(n(i))
+    } else {
+        Target::fallback(n(i), vec![])
     }
 }
 
@@ -124,16 +124,17 @@ fn durable_answers_count_only_when_asked_for() {
 }
 
 /// A transport over canned answers: each node answers `Fetch` with its
-/// state after its delay.
+/// state after its delay, `Lead` with that state as the new one, and
+/// `Merge` with "merged".
 #[derive(Clone)]
-struct Canned {
-    me: NodeId,
-    answers: Arc<std::collections::HashMap<NodeId, (u64, Option<bytes::Bytes>)>>,
-    repairs: Arc<tokio::sync::Semaphore>,
+pub(super) struct Canned {
+    pub(super) me: NodeId,
+    pub(super) answers: Arc<std::collections::HashMap<NodeId, (u64, Option<bytes::Bytes>)>>,
+    pub(super) repairs: Arc<tokio::sync::Semaphore>,
     /// The nodes asked for the key's state, in order.
-    fetched: Arc<std::sync::Mutex<Vec<NodeId>>>,
+    pub(super) fetched: Arc<std::sync::Mutex<Vec<NodeId>>>,
     /// The nodes sent a state to merge (read repairs), in order.
-    repaired: Arc<std::sync::Mutex<Vec<NodeId>>>,
+    pub(super) repaired: Arc<std::sync::Mutex<Vec<NodeId>>>,
 }
 
 impl ReplicaTransport for Canned {
@@ -161,6 +162,11 @@ impl ReplicaTransport for Canned {
         tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
         match req {
             KvRequest::Fetch { .. } => Ok(crate::vnode::KvResponse::Doc(doc)),
+            KvRequest::Lead { .. } => Ok(crate::vnode::KvResponse::Led {
+                out: Box::new(crate::vnode::KvResponse::Reply(crate::Reply::Ok)),
+                doc,
+                durable: false,
+            }),
             // Repairs: accepted, nothing to check here.
             _ => Ok(crate::vnode::KvResponse::Merged {
                 changed: None,
@@ -192,10 +198,12 @@ async fn a_fallbacks_not_found_waits_for_the_replica_still_to_answer() {
         fetched: Default::default(),
         repaired: Default::default(),
     };
-    let target = |i: usize, primary: bool| Target {
-        node: n(i),
-        primary,
-        hints: if primary { Vec::new() } else { vec![n(3)] },
+    let target = |i: usize, primary: bool| {
+        if primary {
+            Target::primary(n(i))
+        } else {
+            Target::fallback(n(i), vec![n(3)])
+        }
     };
     let kr = KeyReq {
         partition: PartitionId(0),
@@ -248,7 +256,7 @@ async fn a_fallbacks_not_found_waits_for_the_replica_still_to_answer() {
     assert!(started.elapsed() < std::time::Duration::from_millis(5_000));
 }
 
-fn key_req(hash: u64) -> KeyReq {
+pub(super) fn key_req(hash: u64) -> KeyReq {
     KeyReq {
         partition: PartitionId(0),
         bucket: bytes::Bytes::from_static(b"default"),
@@ -259,7 +267,7 @@ fn key_req(hash: u64) -> KeyReq {
     }
 }
 
-fn canned(me: usize, answers: &[(usize, u64, bool)]) -> Canned {
+pub(super) fn canned(me: usize, answers: &[(usize, u64, bool)]) -> Canned {
     let doc = crate::crdt::Doc::default().encode();
     Canned {
         me: n(me),
@@ -276,14 +284,7 @@ fn canned(me: usize, answers: &[(usize, u64, bool)]) -> Canned {
 }
 
 fn primaries(nodes: &[usize]) -> Vec<Target> {
-    nodes
-        .iter()
-        .map(|&i| Target {
-            node: n(i),
-            primary: true,
-            hints: Vec::new(),
-        })
-        .collect()
+    nodes.iter().map(|&i| Target::primary(n(i))).collect()
 }
 
 const R2: Need = Need {

@@ -120,11 +120,7 @@ pub async fn write<T: ReplicaTransport>(
             if tally.verdict() == Verdict::Met || missed.is_empty() {
                 break;
             }
-            let stand_in = Target {
-                node: spare.clone(),
-                primary: false,
-                hints: missed.clone(),
-            };
+            let stand_in = Target::fallback(spare.clone(), missed.clone());
             tally.add(&stand_in);
             let req = Req::Merge {
                 bucket: kr.bucket.clone(),
@@ -170,8 +166,11 @@ async fn lead<T: ReplicaTransport>(
     tally: &mut Tally,
 ) -> Result<Option<(usize, KvResponse, Option<Bytes>)>, KvError> {
     // This node leads when it holds the key: its vnode applies requests
-    // in arrival order, and no round trip is spent.
-    let mut order: Vec<usize> = (0..targets.len()).collect();
+    // in arrival order, and no round trip is spent. A pending node never
+    // leads: it may not hold the key's state yet.
+    let mut order: Vec<usize> = (0..targets.len())
+        .filter(|&i| !targets[i].pending)
+        .collect();
     order.sort_by_key(|i| targets[*i].node != *net.me());
     for i in order {
         let t = &targets[i];

@@ -243,8 +243,16 @@ impl Router {
         // cannot make the quorum (a node just started has heard from no
         // one yet), ask the replicas themselves.
         let primaries = targets.iter().filter(|t| t.primary).count();
-        if targets.len() < need.total || primaries < need.primary {
+        let counted = targets.iter().filter(|t| !t.pending).count();
+        if counted < need.total || primaries < need.primary {
             targets = coordinator::targets(&placement, kr.partition, q.n, |_| true);
+        }
+        // While moves are planned, the nodes joining the key's replica set
+        // (a bucket every owner keeps whole has none: see `also`).
+        if !shared {
+            coordinator::add_pending(&placement, kr.partition, q.n, &mut targets, |x| {
+                cluster.is_live(x)
+            });
         }
         let alone =
             targets.len() == 1 && targets[0].node == self.0.me && targets[0].hints.is_empty();
