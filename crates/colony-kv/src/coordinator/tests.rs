@@ -135,6 +135,8 @@ pub(super) struct Canned {
     pub(super) fetched: Arc<std::sync::Mutex<Vec<NodeId>>>,
     /// The nodes sent a state to merge (read repairs), in order.
     pub(super) repaired: Arc<std::sync::Mutex<Vec<NodeId>>>,
+    /// The nodes that answered a merge, in order.
+    pub(super) answered: Arc<std::sync::Mutex<Vec<NodeId>>>,
 }
 
 impl ReplicaTransport for Canned {
@@ -160,6 +162,9 @@ impl ReplicaTransport for Canned {
             ));
         };
         tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        if let KvRequest::Merge { .. } = req {
+            self.answered.lock().unwrap().push(node.clone());
+        }
         match req {
             KvRequest::Fetch { .. } => Ok(crate::vnode::KvResponse::Doc(doc)),
             KvRequest::Lead { .. } => Ok(crate::vnode::KvResponse::Led {
@@ -197,6 +202,7 @@ async fn a_fallbacks_not_found_waits_for_the_replica_still_to_answer() {
         repairs: new_repair_budget(),
         fetched: Default::default(),
         repaired: Default::default(),
+        answered: Default::default(),
     };
     let target = |i: usize, primary: bool| {
         if primary {
@@ -280,6 +286,7 @@ pub(super) fn canned(me: usize, answers: &[(usize, u64, bool)]) -> Canned {
         repairs: new_repair_budget(),
         fetched: Default::default(),
         repaired: Default::default(),
+        answered: Default::default(),
     }
 }
 
@@ -458,4 +465,18 @@ async fn a_read_repairs_the_replica_that_answered_an_older_state_and_no_other() 
     read_r2(&net, hash).await;
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert!(net.repaired.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_dropped_by_its_client_still_reaches_every_replica() {
+    // This node leads at once; the others take 100 and 200 ms to merge.
+    // The client goes away after 50 ms: the merges go on without it.
+    let net = canned(1, &[(1, 1, true), (2, 100, true), (3, 200, true)]);
+    let mut kr = key_req(0);
+    kr.op = crate::KeyOp::Del;
+    let w = write(&net, kr, primaries(&[1, 2, 3]), R2, &[], &[]);
+    let cut = tokio::time::timeout(std::time::Duration::from_millis(50), w).await;
+    assert!(cut.is_err(), "the write was still waiting for its merges");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(*net.answered.lock().unwrap(), vec![n(2), n(3)]);
 }
