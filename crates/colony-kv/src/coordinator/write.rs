@@ -9,8 +9,7 @@ use crate::vnode::{KvRequest as Req, KvResponse};
 use crate::KvError;
 use bytes::Bytes;
 use colony_core::NodeId;
-use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
 
 /// Apply a write: the leader applies it, the other targets merge the
 /// state it produced; answers once the tally is met. The nodes of `also`
@@ -34,17 +33,7 @@ pub async fn write<T: ReplicaTransport>(
         // was still returns it, since the leader may be its only holder.
         return Ok(out);
     };
-    // The merges run inside this future (no task each). Those still to
-    // answer once the tally is met, or when this future is dropped (its
-    // client went away), go on in one background task: a slow replica
-    // still gets the write, and a failed one a hint.
-    let mut merges = Outstanding {
-        merges: FuturesUnordered::new(),
-        net: net.clone(),
-        leader: targets[leader].node.clone(),
-        kr: kr.clone(),
-        hand_on: true,
-    };
+    let (tx, mut rx) = mpsc::channel(targets.len().max(1));
     for (i, t) in targets.iter().enumerate() {
         if i == leader {
             continue;
@@ -56,18 +45,31 @@ pub async fn write<T: ReplicaTransport>(
             doc: doc.clone(),
             hints: t.hints.clone(),
         };
-        let (net, node, partition) = (net.clone(), t.node.clone(), kr.partition);
-        // Who misses the write if this merge fails: the target if it is a
-        // replica (a pending node is none yet), and those it stands in for.
-        let (mut missed, primary) = (t.hints.clone(), t.primary);
-        merges.merges.push(Box::pin(async move {
-            let r = net.call(&node, partition, req).await;
-            if r.is_err() && primary {
-                missed.push(node);
+        let (net, node, tx) = (net.clone(), t.node.clone(), tx.clone());
+        let leader_node = targets[leader].node.clone();
+        let (primary, kr2) = (t.primary, kr.clone());
+        let mut missed = t.hints.clone();
+        // Spawned: a slow replica still gets the write after we answer.
+        tokio::spawn(async move {
+            let r = net.call(&node, kr.partition, req).await;
+            let failed = r.is_err();
+            let _ = tx.send((i, r)).await;
+            if failed {
+                // The failure detector has not caught up with this
+                // replica yet, or a fallback failed too: the leader keeps
+                // a hint for every replica that missed the write (this
+                // one, and those it stood in for), so they get it when
+                // they are back.
+                if primary {
+                    missed.push(node);
+                }
+                if !missed.is_empty() {
+                    hint_at(&net, &leader_node, &kr2, missed).await;
+                }
             }
-            (i, r, missed)
-        }));
+        });
     }
+    drop(tx);
     // Not counted, and no hint when it fails: such a node is still being
     // sent every key (its first transfer in), and anti-entropy covers a
     // write it missed in between. It must not make the quorum: it may not
@@ -92,9 +94,7 @@ pub async fn write<T: ReplicaTransport>(
     }
     let mut learned: Option<Doc> = None;
     while tally.verdict() == Verdict::Waiting {
-        let Some((i, r, missed)) = merges.merges.next().await else {
-            break;
-        };
+        let Some((i, r)) = rx.recv().await else { break };
         match r {
             Ok(KvResponse::Merged { changed, durable }) => {
                 tally.ok(&targets[i], durable);
@@ -103,13 +103,9 @@ pub async fn write<T: ReplicaTransport>(
                 }
             }
             Ok(other) => tally.failed(&targets[i], format!("unexpected {other:?}")),
-            Err(f) => {
-                tally.failed(&targets[i], f.err.to_string());
-                merges.hint(missed);
-            }
+            Err(f) => tally.failed(&targets[i], f.err.to_string()),
         }
     }
-    drop(merges);
     if tally.verdict() != Verdict::Met {
         // Replicas failed that the failure detector still calls live: hand
         // the state to stand-ins, each keeping a hint for them (the same
@@ -200,62 +196,6 @@ async fn lead<T: ReplicaTransport>(
         }
     }
     Ok(None)
-}
-
-/// The merges of a write still to answer: (target index, answer, the
-/// replicas that miss the write if it failed).
-type Merges =
-    FuturesUnordered<BoxFuture<'static, (usize, Result<KvResponse, CallFailed>, Vec<NodeId>)>>;
-
-/// A write's merges, with what a failed one needs: dropped with merges
-/// still to answer, it leaves them to a task of their own.
-struct Outstanding<T: ReplicaTransport> {
-    merges: Merges,
-    net: T,
-    leader: NodeId,
-    kr: KeyReq,
-    /// Hand what is left to a task when dropped (not the task's own copy:
-    /// dropped there, by a runtime shutting down, it lets them go).
-    hand_on: bool,
-}
-
-impl<T: ReplicaTransport> Outstanding<T> {
-    /// A merge failed: the failure detector has not caught up with that
-    /// replica yet, or a fallback failed too. The leader keeps a hint for
-    /// every replica that missed the write, so they get it when they are
-    /// back.
-    fn hint(&self, missed: Vec<NodeId>) {
-        if missed.is_empty() {
-            return;
-        }
-        let (net, leader, kr) = (self.net.clone(), self.leader.clone(), self.kr.clone());
-        tokio::spawn(async move { hint_at(&net, &leader, &kr, missed).await });
-    }
-}
-
-impl<T: ReplicaTransport> Drop for Outstanding<T> {
-    fn drop(&mut self) {
-        if self.merges.is_empty() || !self.hand_on {
-            return;
-        }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut rest = Outstanding {
-            merges: std::mem::take(&mut self.merges),
-            net: self.net.clone(),
-            leader: self.leader.clone(),
-            kr: self.kr.clone(),
-            hand_on: false,
-        };
-        rt.spawn(async move {
-            while let Some((_, r, missed)) = rest.merges.next().await {
-                if r.is_err() {
-                    rest.hint(missed);
-                }
-            }
-        });
-    }
 }
 
 /// Ask `at` to keep a hint of `kr`'s key for each of `missed`.
