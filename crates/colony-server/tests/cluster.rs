@@ -51,6 +51,18 @@ async fn status(node: &Node) -> Value {
     serde_json::from_slice(&r.body).unwrap()
 }
 
+/// The sum of a counter's series (every label set) on `node`'s /metrics.
+async fn counter(node: &Node, name: &str) -> f64 {
+    let r = http_request(node.http_addr(), "GET", "/metrics", b"", &[])
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 async fn post(node: &Node, path: &str) -> (u16, Value) {
     let r = http_request(node.http_addr(), "POST", path, b"", &[])
         .await
@@ -245,6 +257,13 @@ async fn a_cluster_grows_and_shrinks_without_losing_a_key() {
     let ops = client.await.unwrap();
     assert!(ops > 0);
     assert_balanced(&st);
+    // While the moves were planned, the client's requests counted a quorum
+    // in the replica sets their keys were about to have too.
+    let mut joint = 0.0;
+    for n in [&n1, &n2, &n3] {
+        joint += counter(n, "colony_kv_joint_quorums_total").await;
+    }
+    assert!(joint > 0.0, "no request counted the sets after the moves");
     check_mixed(
         &mut conn(n5.resp_addr()).await,
         KEYS,

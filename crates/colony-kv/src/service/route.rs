@@ -253,6 +253,10 @@ impl Router {
             coordinator::add_pending(&placement, kr.partition, q.n, &mut targets, |x| {
                 cluster.is_live(x)
             });
+            if targets.iter().any(|t| t.sets != 0) {
+                let op = if read { "read" } else { "write" };
+                metrics::counter!("colony_kv_joint_quorums_total", "op" => op).increment(1);
+            }
         }
         let alone =
             targets.len() == 1 && targets[0].node == self.0.me && targets[0].hints.is_empty();
