@@ -232,3 +232,30 @@ async fn a_write_during_a_move_waits_for_a_quorum_of_the_set_after_it_and_no_pen
         "node1 led, so was not sent a merge: {merged:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_read_during_a_move_asks_the_nodes_in_every_set_first() {
+    // The set is {1, 2, 3} now and {1, 2, 9} after the move: node1 and
+    // node2 meet r=2 in both, so they are the two asked, wherever the
+    // read is coordinated and whatever the key.
+    for me in [1, 2, 3, 9] {
+        for hash in 0..4 {
+            let net = canned(
+                me,
+                &[(1, 1, true), (2, 1, true), (3, 1, true), (9, 1, true)],
+            );
+            read::read(
+                &net,
+                key_req(hash),
+                moving_targets(),
+                R2,
+                &crate::clock::SystemClock,
+                &[],
+            )
+            .await
+            .unwrap();
+            let asked: BTreeSet<NodeId> = net.fetched.lock().unwrap().iter().cloned().collect();
+            assert_eq!(asked, set_of(&[n(1), n(2)]), "node{me}, hash {hash}");
+        }
+    }
+}

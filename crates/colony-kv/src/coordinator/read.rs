@@ -36,7 +36,17 @@ pub async fn read<T: ReplicaTransport>(
     // The calls run inside this future (no task each); the ones still
     // outstanding when the tally is met go on in the repair task.
     let mut pending: Pending = FuturesUnordered::new();
-    let order = ask_order(net.me(), &targets, kr.hash);
+    let mut order = ask_order(net.me(), &targets, kr.hash);
+    if targets.iter().any(|t| t.sets != 0) {
+        // While moves are planned, the nodes in the most of the key's sets
+        // first (those in its set now and in every set after the moves):
+        // fewer of them meet every quorum, and a node still receiving its
+        // share of the move is asked only when needed.
+        order.sort_by_key(|&i| {
+            let t = &targets[i];
+            std::cmp::Reverse(t.sets.count_ones() + u32::from(!t.pending))
+        });
+    }
     let mut asked = 0;
     let first = first_asks(&targets, &order, need);
     while asked < first {
