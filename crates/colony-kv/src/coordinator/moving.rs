@@ -19,7 +19,9 @@
 //! write (they may not hold the key's state yet), and count only toward
 //! the sets they are in. A set that can no longer be met (its nodes failed
 //! or refused) does not fail the request: the set as it is now still
-//! decides, as it did before moves were counted at all.
+//! decides, as it did before moves were counted at all. Writes count the
+//! sets after the moves only where a hand-over may drop a node other than
+//! its sender (`AfterMoves::writes_covered`); reads always do.
 
 use super::{Placement, Target};
 use colony_core::{NodeId, PartitionId};
@@ -30,17 +32,29 @@ use colony_core::{NodeId, PartitionId};
 /// not counted (the key's quorum is then as before moves were counted).
 const MOVES_PER_KEY: usize = 4;
 
-/// The replica sets (of `n` nodes) `partition` may have once some of the
-/// moves its placement's ring plans complete, other than the one it has
-/// now: empty for a ring planning no move that changes it.
-pub fn sets_after_moves(
-    placement: &Placement,
-    partition: PartitionId,
-    n: usize,
-) -> Vec<Vec<NodeId>> {
+/// What the planned moves mean for a key's quorums.
+#[derive(Debug, Default)]
+pub struct AfterMoves {
+    /// The replica sets (of `n` nodes) the key may have once some of the
+    /// moves complete, other than the one it has now.
+    pub sets: Vec<Vec<NodeId>>,
+    /// Every hand-over among those moves, in whatever order they come,
+    /// changes the key's set only by its sender leaving it. The node that
+    /// joins then receives the sender's copy (every write it took, up to
+    /// the seal), so a write with a quorum of the set as it is now keeps
+    /// one in every set after: writes need not count those sets (reads
+    /// still must, for a coordinator that saw a hand-over writes to the
+    /// set after it while one that did not reads the set before).
+    pub writes_covered: bool,
+}
+
+/// What the moves `placement`'s ring plans mean for the quorums of a key
+/// of `partition` with `n` replicas: nothing for a ring planning no move
+/// that changes its set.
+pub fn sets_after_moves(placement: &Placement, partition: PartitionId, n: usize) -> AfterMoves {
     let moves = placement.moves();
     if moves.is_empty() {
-        return Vec::new();
+        return AfterMoves::default();
     }
     let walk = placement.walk(partition);
     let ring = placement.ring();
@@ -51,14 +65,16 @@ pub fn sets_after_moves(
     // combination of them reaches no further move.
     let (_, mut reach) = ring.replicas_after(partition, &[], n);
     let mut within: Vec<(PartitionId, &NodeId)> = Vec::new();
+    let mut left_out = false;
     loop {
         let before = within.len();
         for (p, to) in moves {
-            if within.len() < MOVES_PER_KEY
-                && ahead(*p) < reach
-                && !within.iter().any(|(w, _)| w == p)
-            {
-                within.push((*p, to));
+            if ahead(*p) < reach && !within.iter().any(|(w, _)| w == p) {
+                if within.len() < MOVES_PER_KEY {
+                    within.push((*p, to));
+                } else {
+                    left_out = true;
+                }
             }
         }
         if within.len() == before {
@@ -79,7 +95,40 @@ pub fn sets_after_moves(
         }
         out.push(set.into_iter().cloned().collect());
     }
-    out
+    let writes_covered = !left_out && senders_leave(placement, partition, &within, n);
+    AfterMoves {
+        sets: out,
+        writes_covered,
+    }
+}
+
+/// Whether each hand-over of `within`, made after any combination of the
+/// others, either leaves the key's set as it was or changes it only by its
+/// sender leaving it.
+fn senders_leave(
+    placement: &Placement,
+    partition: PartitionId,
+    within: &[(PartitionId, &NodeId)],
+    n: usize,
+) -> bool {
+    let ring = placement.ring();
+    (0u32..(1 << within.len())).all(|done| {
+        let before_moves: Vec<(PartitionId, &NodeId)> = (0..within.len())
+            .filter(|i| done >> i & 1 == 1)
+            .map(|i| within[i])
+            .collect();
+        let (before, _) = ring.replicas_after(partition, &before_moves, n);
+        (0..within.len()).filter(|i| done >> i & 1 == 0).all(|i| {
+            let mut with = before_moves.clone();
+            with.push(within[i]);
+            let (after, _) = ring.replicas_after(partition, &with, n);
+            let Some(sender) = ring.owner(within[i].0) else {
+                return false;
+            };
+            let unchanged = after.len() == before.len() && after.iter().all(|a| before.contains(a));
+            unchanged || (before.contains(&sender) && !after.contains(&sender))
+        })
+    })
 }
 
 /// Every non-empty combination of `moves`.
@@ -97,7 +146,8 @@ fn combinations<'a>(
 }
 
 /// Add to `targets` (of a key of `partition` with `n` replicas) what the
-/// sets the key may have after planned moves need: each target is marked
+/// sets the key may have after planned moves need (for a write, only where
+/// a hand-over may drop a node other than its sender): each target is marked
 /// with the sets it is in, and the live nodes of those sets that are not
 /// targets yet are added, `pending`. (Not for a bucket every owner keeps
 /// whole: the nodes about to own a partition get its writes anyway, see
@@ -106,11 +156,14 @@ pub fn add_pending(
     placement: &Placement,
     partition: PartitionId,
     n: usize,
+    read: bool,
     targets: &mut Vec<Target>,
     live: impl Fn(&NodeId) -> bool,
 ) {
-    let sets = sets_after_moves(placement, partition, n);
-    mark(targets, &sets, live);
+    let after = sets_after_moves(placement, partition, n);
+    if read || !after.writes_covered {
+        mark(targets, &after.sets, live);
+    }
 }
 
 /// Mark `targets` with the sets after moves they are in; add the live

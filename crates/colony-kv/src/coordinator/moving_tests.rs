@@ -27,7 +27,7 @@ fn a_ring_planning_no_move_adds_nothing() {
     let placement = Placement::new(Arc::new(r));
     for i in 0..64 {
         let mut t = targets(&placement, PartitionId(i), 3, |_| true);
-        add_pending(&placement, PartitionId(i), 3, &mut t, |_| true);
+        add_pending(&placement, PartitionId(i), 3, true, &mut t, |_| true);
         assert_eq!(t.len(), 3);
         assert!(t.iter().all(|t| !t.pending && t.sets == 0));
     }
@@ -39,12 +39,16 @@ fn every_set_a_key_may_have_after_the_planned_moves_is_among_the_targets() {
     let placement = Placement::new(Arc::new(r.clone()));
     let mut changed = 0;
     let mut sender_stays = 0;
+    let mut covered = 0;
     for i in 0..64 {
         let p = PartitionId(i);
         let now = set_of(&r.replicas(p));
-        let sets = sets_after_moves(&placement, p, 3);
+        let after = sets_after_moves(&placement, p, 3);
+        let sets = &after.sets;
         let mut t = targets(&placement, p, 3, |_| true);
-        add_pending(&placement, p, 3, &mut t, |_| true);
+        add_pending(&placement, p, 3, true, &mut t, |_| true);
+        let mut w = targets(&placement, p, 3, |_| true);
+        add_pending(&placement, p, 3, false, &mut w, |_| true);
         for (j, set) in sets.iter().enumerate() {
             let set = set_of(set);
             assert_eq!(set.len(), 3, "partition {p}: {set:?}");
@@ -65,6 +69,9 @@ fn every_set_a_key_may_have_after_the_planned_moves_is_among_the_targets() {
             assert!(t.primary != t.pending);
             assert!(!t.pending || t.node == n(3), "only the newcomer joins sets");
         }
+        // A write counts the sets after the moves unless every hand-over
+        // only takes its own sender out of the set.
+        let mut a_sender_stays = false;
         // Every move that changes this partition's set, alone, gives one
         // of the sets counted.
         for m in r.transfers() {
@@ -77,11 +84,26 @@ fn every_set_a_key_may_have_after_the_planned_moves_is_among_the_targets() {
                 // drops out is another, whose copy nobody receives.
                 if alone.contains(&m.from) {
                     sender_stays += 1;
+                    a_sender_stays = true;
                 }
             }
         }
+        if a_sender_stays {
+            assert!(!after.writes_covered, "partition {p}");
+            assert_eq!(
+                w, t,
+                "partition {p}: a write counts every set, as a read does"
+            );
+        } else if after.writes_covered {
+            assert!(w.iter().all(|t| !t.pending && t.sets == 0), "partition {p}");
+            covered += 1;
+        }
     }
     assert!(changed > 0);
+    assert!(
+        covered > 0,
+        "most moves only take their sender out of a set"
+    );
     assert!(
         sender_stays > 0,
         "a 3-node ring of 64 has ranges where the sender stays and the last node drops out"

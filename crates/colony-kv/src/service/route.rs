@@ -250,7 +250,7 @@ impl Router {
         // While moves are planned, the nodes joining the key's replica set
         // (a bucket every owner keeps whole has none: see `also`).
         if !shared {
-            coordinator::add_pending(&placement, kr.partition, q.n, &mut targets, |x| {
+            coordinator::add_pending(&placement, kr.partition, q.n, read, &mut targets, |x| {
                 cluster.is_live(x)
             });
             if targets.iter().any(|t| t.sets != 0) {
