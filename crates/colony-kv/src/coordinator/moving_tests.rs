@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::moving::sets_after_moves;
-use super::tests::{canned, key_req, n, ring, Canned};
+use super::tests::{canned, key_req, n, ring, Canned, R2};
 use super::*;
 use crate::vnode::KvResponse;
 use std::collections::BTreeSet;
@@ -128,11 +128,7 @@ fn a_quorum_is_met_only_once_every_set_after_the_moves_is_met_or_out_of_reach() 
     let ts = moving_targets();
     assert_eq!(ts.len(), 4);
     assert!(ts[3].pending && ts[3].node == n(9));
-    let need = Need {
-        total: 2,
-        primary: 0,
-        durable: 0,
-    };
+    let need = R2;
     // Node2 and node3 answer: a quorum now, but node2 alone once node3
     // drops out.
     let mut t = Tally::new(need, &ts);
@@ -177,11 +173,19 @@ fn doc() -> bytes::Bytes {
     d.encode()
 }
 
-const R2: Need = Need {
-    total: 2,
-    primary: 0,
-    durable: 0,
-};
+/// A read at r=2 of the key with `hash`, over `moving_targets`.
+async fn read_moving(net: &Canned, hash: u64) -> KvResponse {
+    read::read(
+        net,
+        key_req(hash),
+        moving_targets(),
+        R2,
+        &crate::clock::SystemClock,
+        &[],
+    )
+    .await
+    .unwrap()
+}
 
 #[tokio::test(start_paused = true)]
 async fn a_read_during_a_move_finds_a_write_made_in_the_set_after_it() {
@@ -199,16 +203,7 @@ async fn a_read_during_a_move_finds_a_write_made_in_the_set_after_it() {
         .into_iter()
         .collect(),
     );
-    let got = read::read(
-        &net,
-        key_req(0),
-        moving_targets(),
-        R2,
-        &crate::clock::SystemClock,
-        &[],
-    )
-    .await
-    .unwrap();
+    let got = read_moving(&net, 0).await;
     assert!(
         matches!(&got, KvResponse::Doc(Some(d)) if *d == written),
         "{got:?}"
@@ -266,16 +261,7 @@ async fn a_read_during_a_move_asks_the_nodes_in_every_set_first() {
                 me,
                 &[(1, 1, true), (2, 1, true), (3, 1, true), (9, 1, true)],
             );
-            read::read(
-                &net,
-                key_req(hash),
-                moving_targets(),
-                R2,
-                &crate::clock::SystemClock,
-                &[],
-            )
-            .await
-            .unwrap();
+            read_moving(&net, hash).await;
             let asked: BTreeSet<NodeId> = net.fetched.lock().unwrap().iter().cloned().collect();
             assert_eq!(asked, set_of(&[n(1), n(2)]), "node{me}, hash {hash}");
         }

@@ -294,7 +294,7 @@ fn primaries(nodes: &[usize]) -> Vec<Target> {
     nodes.iter().map(|&i| Target::primary(n(i))).collect()
 }
 
-const R2: Need = Need {
+pub(super) const R2: Need = Need {
     total: 2,
     primary: 0,
     durable: 0,
